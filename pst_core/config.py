@@ -1,0 +1,322 @@
+"""Typed parameters of every stage, and the ``stage.param=value`` addressing users, docs and tests use.
+
+A parameter is addressed as ``stage.param`` (both images) or ``content.stage.param`` /
+``style.stage.param`` (one side only; only the per-image stages load, features, cluster_layer,
+backprop_clusters and fuse_segmentation have sides). Each stage's cache key is built from that
+stage's own model only, so a change re-runs exactly that stage and what is downstream of it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .vgg import LAYER_NAMES, check_layers
+
+DEFAULT_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+
+
+class StageParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoadParams(StageParams):
+    size: int = Field(512, ge=8, le=8192, description="Working size: the longer side, in pixels")
+    max_pixels: int = Field(
+        100_000_000, ge=1, description="Refuse input files with more pixels than this (decompression bombs)"
+    )
+
+
+class ColorNormalizeParams(StageParams):
+    method: Literal["linear", "cholesky", "pca", "luminance", "none"] = Field(
+        "linear", description="linear: mean/covariance by the symmetric (Monge-Kantorovich) square root"
+    )
+    direction: Literal["content_to_style", "style_to_content"] = Field(
+        "content_to_style", description="Which image is moved to the other's colour statistics"
+    )
+
+
+class FeaturesParams(StageParams):
+    weights: str = Field("imagenet", description="'imagenet', 'random' (seeded), or a path to a VGG19 state_dict")
+    seed: int = Field(0, ge=0, description="Seed of the random weights (weights=random only)")
+    layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1)
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layers(cls, layers: list[str]) -> list[str]:
+        check_layers(layers)
+        return layers
+
+
+class ClusterLayerParams(StageParams):
+    k: int = Field(3, ge=1, le=64, description="Clusters per layer")
+    iterations: int = Field(200, ge=1, le=100_000)
+    entropy_weight: float = Field(1.0, ge=0, le=1e3, description="lambda: weight of the mean per-pixel entropy")
+    balance_weight: float = Field(1.0, ge=0, le=1e3, description="Weight of the entropy of the mean distribution")
+    smoothness: float = Field(0.0, ge=0, le=1e3, description="Weight of the total variation of the probabilities")
+    coords_weight: float = Field(0.0, ge=0, le=1e3, description="Scale of pixel coordinates appended to features")
+    lr: float = Field(0.05, gt=0, le=10)
+    seed: int = Field(0, ge=0)
+    layers: list[str] | None = Field(
+        None, description="Layers to cluster ('rgb' = colour channels); default: rgb + features.layers"
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layers(cls, layers: list[str] | None) -> list[str] | None:
+        if layers is not None:
+            check_layers([name for name in layers if name != "rgb"], "cluster_layer.layers")
+        return layers
+
+
+class BackpropParams(StageParams):
+    method: Literal["vjp", "upsample"] = Field(
+        "vjp", description="vjp: |d sum p_k / d image| through head and VGG; upsample: bilinear p_k"
+    )
+    blur: float = Field(2.0, ge=0, le=64, description="Gaussian blur sigma (pixels at the working size)")
+
+
+class FuseParams(StageParams):
+    k: int = Field(3, ge=1, le=64, description="Final regions per image")
+    iterations: int = Field(300, ge=1, le=100_000)
+    entropy_weight: float = Field(1.0, ge=0, le=1e3)
+    balance_weight: float = Field(1.0, ge=0, le=1e3)
+    smoothness: float = Field(0.0, ge=0, le=1e3)
+    coords_weight: float = Field(0.0, ge=0, le=1e3)
+    lr: float = Field(0.05, gt=0, le=10)
+    seed: int = Field(0, ge=0)
+    layer_weights: dict[str, float] = Field(default_factory=dict, description="Weight per layer name (default 1)")
+
+
+class RegionSettings(StageParams):
+    style_weight: float | None = Field(None, ge=0, le=1e9)
+    content_weight: float | None = Field(None, ge=0, le=1e9)
+    style_layers: list[str] | None = None
+    keep_content: bool = Field(False, description="No style in this content region")
+
+
+class StyleTransferParams(StageParams):
+    iterations: int = Field(300, ge=0, le=100_000, description="Optimiser iterations at the final scale")
+    style_weight: float = Field(1.0, ge=0, le=1e9)
+    content_weight: float = Field(1.0, ge=0, le=1e9)
+    tv_weight: float = Field(0.0, ge=0, le=1e9)
+    mapping: Literal["auto", "overlap"] | dict[int, int] = Field(
+        "auto", description="auto (feature similarity), overlap, or {content_region: style_region}"
+    )
+    regions: dict[int, RegionSettings] = Field(default_factory=dict, description="Per content region settings")
+    content_layers: list[str] = Field(default_factory=lambda: ["relu4_2"], min_length=1)
+    style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1)
+    loss: Literal["gram", "meancov"] = "gram"
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    lr: float = Field(0.02, gt=0, le=100, description="Adam step size")
+    scales: int = Field(1, ge=1, le=8, description="Multi-scale schedule: number of scales (x2 each)")
+    scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale")
+    init: Literal["content", "style", "noise"] = "content"
+    seed: int = Field(0, ge=0)
+    snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations (0: none)")
+
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _known_layers(cls, layers: list[str]) -> list[str]:
+        check_layers(layers, "style_transfer layers")
+        return layers
+
+
+class UnnormalizeParams(StageParams):
+    palette: Literal["content", "style"] = Field(
+        "content", description="content: exact inverse colour transform; style: keep the style's palette"
+    )
+
+
+STAGE_MODELS: dict[str, type[StageParams]] = {
+    "load": LoadParams,
+    "color_normalize": ColorNormalizeParams,
+    "features": FeaturesParams,
+    "cluster_layer": ClusterLayerParams,
+    "backprop_clusters": BackpropParams,
+    "fuse_segmentation": FuseParams,
+    "style_transfer": StyleTransferParams,
+    "unnormalize": UnnormalizeParams,
+}
+SIDED_STAGES = ("load", "features", "cluster_layer", "backprop_clusters", "fuse_segmentation")
+SIDES = ("content", "style")
+
+
+class SideOverrides(BaseModel):
+    """Parameters that apply to one image only (validated when the config is built)."""
+
+    model_config = ConfigDict(extra="forbid")
+    load: dict[str, Any] = Field(default_factory=dict)
+    features: dict[str, Any] = Field(default_factory=dict)
+    cluster_layer: dict[str, Any] = Field(default_factory=dict)
+    backprop_clusters: dict[str, Any] = Field(default_factory=dict)
+    fuse_segmentation: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineConfig(BaseModel):
+    """All parameters of one content/style run."""
+
+    model_config = ConfigDict(extra="forbid")
+    load: LoadParams = Field(default_factory=LoadParams)
+    color_normalize: ColorNormalizeParams = Field(default_factory=ColorNormalizeParams)
+    features: FeaturesParams = Field(default_factory=FeaturesParams)
+    cluster_layer: ClusterLayerParams = Field(default_factory=ClusterLayerParams)
+    backprop_clusters: BackpropParams = Field(default_factory=BackpropParams)
+    fuse_segmentation: FuseParams = Field(default_factory=FuseParams)
+    style_transfer: StyleTransferParams = Field(default_factory=StyleTransferParams)
+    unnormalize: UnnormalizeParams = Field(default_factory=UnnormalizeParams)
+    content: SideOverrides = Field(default_factory=SideOverrides)
+    style: SideOverrides = Field(default_factory=SideOverrides)
+    device: str = Field("auto", description="auto, cpu or cuda[:N]; not part of any cache key")
+
+    @model_validator(mode="after")
+    def _validate_sides(self) -> "PipelineConfig":
+        for side in SIDES:
+            for stage in SIDED_STAGES:
+                self.params(stage, side)
+        return self
+
+    def params(self, stage: str, side: str | None = None) -> StageParams:
+        """The effective parameters of ``stage`` (for one side, where the stage has sides)."""
+        base: StageParams = getattr(self, stage)
+        overrides = getattr(self, side).__dict__[stage] if side and stage in SIDED_STAGES else {}
+        if not overrides:
+            return base
+        merged = {**base.model_dump(), **overrides}
+        try:
+            return type(base).model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, f"{side}.{stage}")) from None
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+    got = err.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    return f"{where}: {err['msg']}{shown}"
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    if "," in text:
+        return [_parse_value(part.strip()) for part in text.split(",") if part.strip()]
+    return text
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    hint = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def all_parameter_names() -> list[str]:
+    names = [f"{stage}.{field}" for stage, model in STAGE_MODELS.items() for field in model.model_fields]
+    return names + ["device"]
+
+
+def set_parameter(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``[side.]stage.param=value`` to a raw config dict, checking the name."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected stage.param=value")
+    name, text = assignment.split("=", 1)
+    name = name.strip()
+    parts = name.split(".")
+    side = None
+    if parts[0] in SIDES:
+        side, parts = parts[0], parts[1:]
+    if parts == ["device"] and side is None:
+        raw["device"] = text
+        return
+    if len(parts) != 2:
+        raise ConfigError(f"--set {name!r}: expected stage.param or content|style.stage.param"
+                          f"{_suggest(name, all_parameter_names())}")
+    stage, param = parts
+    if stage not in STAGE_MODELS:
+        raise ConfigError(f"unknown stage {stage!r} in parameter {name!r}{_suggest(stage, list(STAGE_MODELS))}")
+    fields = list(STAGE_MODELS[stage].model_fields)
+    if param not in fields:
+        raise ConfigError(f"unknown parameter {name!r}{_suggest(param, fields)}")
+    if side is not None and stage not in SIDED_STAGES:
+        raise ConfigError(f"parameter {name!r}: {stage} joins both images and has no per-side settings")
+    target = raw.setdefault(side, {}).setdefault(stage, {}) if side else raw.setdefault(stage, {})
+    target[param] = _parse_value(text)
+
+
+def build_config(base: dict[str, Any] | None = None, sets: list[str] = (), config_file: str | None = None
+                 ) -> PipelineConfig:
+    """Defaults <- config file <- base dict <- ``--set`` assignments, validated as one model."""
+    raw: dict[str, Any] = {}
+    if config_file:
+        raw = _deep_merge(raw, read_config_file(config_file))
+    if base:
+        raw = _deep_merge(raw, base)
+    for assignment in sets:
+        set_parameter(raw, assignment)
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any] | PipelineConfig) -> PipelineConfig:
+    if isinstance(raw, PipelineConfig):
+        return raw
+    _check_names(raw)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _check_names(raw: dict[str, Any], side: str | None = None) -> None:
+    """Unknown names get a suggestion, rather than pydantic's generic 'extra inputs' message."""
+    for stage, value in raw.items():
+        prefix = f"{side}." if side else ""
+        if side is None and stage in SIDES and isinstance(value, dict):
+            _check_names(value, stage)
+            continue
+        if side is None and stage == "device":
+            continue
+        allowed = SIDED_STAGES if side else list(STAGE_MODELS)
+        if stage not in allowed:
+            raise ConfigError(f"unknown stage {prefix}{stage!r}{_suggest(stage, list(allowed))}")
+        if isinstance(value, dict):
+            fields = list(STAGE_MODELS[stage].model_fields)
+            for param in value:
+                if param not in fields:
+                    raise ConfigError(f"unknown parameter {prefix}{stage}.{param!r}{_suggest(param, fields)}")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    text = file.read_text()
+    try:
+        if file.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise ConfigError(f"--config {path}: cannot parse ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of stage -> parameters")
+    return data
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
+__all__ = ["PipelineConfig", "build_config", "validate_config", "set_parameter", "STAGE_MODELS",
+           "SIDED_STAGES", "SIDES", "LAYER_NAMES", "DEFAULT_LAYERS"]

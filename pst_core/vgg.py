@@ -1,0 +1,144 @@
+"""VGG19 feature extractor: named layers, ImageNet input normalisation, three weight sources.
+
+Weights:
+- ``imagenet``: torchvision's ``VGG19_Weights.IMAGENET1K_V1`` (from the torch hub cache or downloaded);
+- a path to a local file holding a VGG19 ``state_dict`` (full model or ``features`` only);
+- ``random``: seeded random weights (torchvision's own init). Random VGG features are a known
+  working choice for texture statistics; they are what tests, CI and the offline demo use.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+# torchvision's vgg19().features, index -> name
+_BLOCKS = [2, 2, 4, 4, 4]
+LAYER_NAMES: list[str] = []
+for _b, _n in enumerate(_BLOCKS, start=1):
+    for _i in range(1, _n + 1):
+        LAYER_NAMES += [f"conv{_b}_{_i}", f"relu{_b}_{_i}"]
+    LAYER_NAMES.append(f"pool{_b}")
+LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
+# Total downsampling factor of each layer's output relative to the input.
+LAYER_STRIDE = {name: 2 ** int(name[4]) if name.startswith("pool") else 2 ** (int(name[4]) - 1)
+                for name in LAYER_NAMES}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_layers(layers: list[str], parameter: str = "features.layers") -> None:
+    for name in layers:
+        if name not in LAYER_INDEX:
+            import difflib
+
+            hint = difflib.get_close_matches(name, LAYER_NAMES, n=1)
+            tip = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{parameter}: unknown VGG19 layer {name!r}{tip}")
+
+
+def weights_fingerprint(weights: str) -> str:
+    """What identifies the weights in a cache key: the name, or a local file's content hash."""
+    if weights in ("imagenet", "random"):
+        return weights
+    path = Path(weights)
+    if not path.is_file():
+        raise ConfigError(
+            f"features.weights: {weights!r} is not 'imagenet', 'random' or an existing weights file"
+        )
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _load_state(weights: str) -> dict:
+    if weights == "imagenet":
+        from torchvision.models import VGG19_Weights
+
+        try:
+            return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        except Exception as exc:  # no network, no cache, corrupted download...
+            raise ConfigError(
+                "features.weights=imagenet: pretrained VGG19 weights could not be loaded "
+                f"({type(exc).__name__}: {exc}); pass features.weights=PATH to a local VGG19 "
+                "state_dict file, or features.weights=random for seeded random weights"
+            ) from None
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"features.weights: cannot read {weights!r} as a VGG19 state_dict ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    # Accept both a full vgg19 state_dict ("features.0.weight") and a features-only one ("0.weight").
+    return {k if k.startswith(("features.", "classifier.")) else f"features.{k}": v for k, v in state.items()}
+
+
+class VGGFeatures(nn.Module):
+    """VGG19 ``features`` truncated at the deepest layer asked for; returns named activations."""
+
+    def __init__(self, body: nn.Sequential, fingerprint: str):
+        super().__init__()
+        self.body = body
+        self.fingerprint = fingerprint
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """image: (N, 3, H, W) in [0, 1]. Returns {layer: (N, C, h, w)}."""
+        wanted = set(layers)
+        last = max(LAYER_INDEX[name] for name in layers)
+        out: dict[str, torch.Tensor] = {}
+        x = (image - self.mean) / self.std
+        for index in range(last + 1):
+            x = self.body[index](x)
+            name = LAYER_NAMES[index]
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _build(weights: str, seed: int, device: str) -> VGGFeatures:
+    from torchvision.models import vgg19
+
+    if weights == "random":
+        # Seed a private generator so building a model never disturbs the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = vgg19(weights=None)
+    else:
+        model = vgg19(weights=None)
+        state = _load_state(weights)
+        missing = model.load_state_dict(state, strict=False).missing_keys
+        if any(k.startswith("features.") for k in missing):
+            raise ConfigError(f"features.weights: {weights!r} is not a VGG19 state_dict (missing {missing[0]})")
+    body = model.features
+    # In-place ReLUs would overwrite the conv outputs that callers ask for by name.
+    for index, module in enumerate(body):
+        if isinstance(module, nn.ReLU):
+            body[index] = nn.ReLU(inplace=False)
+    net = VGGFeatures(body, weights_fingerprint(weights) + (f":{seed}" if weights == "random" else ""))
+    net.eval().requires_grad_(False)
+    return net.to(device)
+
+
+def load_vgg(weights: str = "imagenet", seed: int = 0, device: str = "cpu") -> VGGFeatures:
+    """The shared (cached) VGG19 feature network for these weights; never trained, never mutated."""
+    return _build(weights, seed, device)
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} asked for, but CUDA is not available on this machine")
+    return device
