@@ -247,7 +247,10 @@ def set_parameter(raw: dict[str, Any], assignment: str) -> None:
     if side is not None and stage not in SIDED_STAGES:
         raise ConfigError(f"parameter {name!r}: {stage} joins both images and has no per-side settings")
     target = raw.setdefault(side, {}).setdefault(stage, {}) if side else raw.setdefault(stage, {})
-    target[param] = _parse_value(text)
+    value = _parse_value(text)
+    if isinstance(value, str) and str(STAGE_MODELS[stage].model_fields[param].annotation).startswith("list"):
+        value = [value]  # a one-element list needs no comma: features.layers=relu3_1
+    target[param] = value
 
 
 def build_config(base: dict[str, Any] | None = None, sets: list[str] = (), config_file: str | None = None

@@ -1,0 +1,161 @@
+"""The ``pst`` command line. Every command validates its input before it touches the store, and any
+user error ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from pst_core.errors import PstError
+from pst_core.store import DEFAULT_STORE
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DEMO_SETTINGS = ["features.weights=random", "load.size=256", "style_transfer.iterations=150",
+                 "fuse_segmentation.k=3", "style_transfer.snapshot_every=50"]
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Must run before prefect is imported: it reads its settings at import."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    progress = logging.getLogger("pst.progress")
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
+def _config(args):
+    from pst_core.config import build_config
+
+    return build_config(sets=args.set or [], config_file=args.config)
+
+
+def cmd_run(args) -> int:
+    from pst_core.runs import preflight, stage_table
+    from pst_core.store import ArtifactStore
+
+    config = _config(args)
+    preflight(ArtifactStore(args.store), {"content": args.content, "style": args.style}, config)
+    from flows.pipeline import partitioned_style_transfer
+
+    started = time.perf_counter()
+    result = partitioned_style_transfer(args.content, args.style, config=config, store=args.store, out=args.out)
+    if args.json:
+        print(json.dumps({"run_id": result["run_id"], "output": result["output"], "stages": result["stages"]}))
+        return 0
+    _print_stages(result["stages"])
+    print(f"\nrun {result['run_id']} finished in {time.perf_counter() - started:.1f} s; output {result['output']}")
+    return 0
+
+
+def _print_stages(stages: list[dict]) -> None:
+    from pst_core.runs import stage_table
+    from pst_core.stages import StageOutcome
+
+    print(stage_table([StageOutcome(s["stage"], None if s["image"] == "pair" else s["image"], s["key"],
+                                    s["status"], s["seconds"], s["layer"]) for s in stages]))
+
+
+def cmd_segment(args) -> int:
+    import numpy as np
+
+    from pst_core.imageio import read_image, save_labels
+    from pst_core.runs import preflight
+    from pst_core.segmentation_output import regions_at_size
+    from pst_core.stages import read_regions
+    from pst_core.store import ArtifactStore
+
+    if args.regions < 1:
+        raise PstError(f"--regions {args.regions}: must be at least 1")
+    config = _config(argparse.Namespace(set=[*(args.set or []), f"content.fuse_segmentation.k={args.regions}"],
+                                        config=args.config))
+    store = ArtifactStore(args.store)
+    preflight(store, {"content": args.image}, config)
+    from flows.pipeline import segment_image
+
+    result = segment_image(args.image, config=config, store=args.store)
+    height, width = read_image(args.image, config.params("load", "content").max_pixels).shape[1:]
+    soft = regions_at_size(read_regions(store, result["regions_key"]), (height, width))
+    save_labels(args.out, soft.argmax(0))
+    if args.soft_out:
+        np.save(args.soft_out, soft)
+    if args.json:
+        print(json.dumps({"run_id": result["run_id"], "labels": args.out, "soft": args.soft_out,
+                          "stages": result["stages"]}))
+    else:
+        _print_stages(result["stages"])
+        print(f"\nlabels ({args.regions} regions, {width}x{height}) written to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    out = Path(args.out)
+    ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
+                            out=str(out), store=args.store, set=[*DEMO_SETTINGS, *(args.set or [])],
+                            config=None, json=False)
+    print(f"pst demo: {ns.content} styled with {ns.style} (random VGG19 weights, offline)")
+    cmd_run(ns)
+    print(f"\noutput image: {out.resolve()}\nmasks and every intermediate: store {Path(args.store).resolve()} "
+          "(entries/fuse_segmentation/<key>: arrays regions, labels)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pst", description="Partitioned neural style transfer, cached in zarr.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--store", default=DEFAULT_STORE, help="store URL: a folder or fsspec URL (default %(default)s)")
+        p.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE",
+                       help="set a parameter (repeatable); content.|style. prefixes set one side only")
+        p.add_argument("--config", help="YAML or JSON file of {stage: {param: value}}")
+
+    run = sub.add_parser("run", help="stylise one content image with one style image")
+    run.add_argument("content")
+    run.add_argument("style")
+    run.add_argument("--out", required=True, help="output image (PNG/JPEG)")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    common(run)
+    run.set_defaults(func=cmd_run)
+
+    seg = sub.add_parser("segment", help="segment one image into K regions")
+    seg.add_argument("image")
+    seg.add_argument("--regions", type=int, default=3, help="K, the number of regions (default 3)")
+    seg.add_argument("--out", required=True, help="uint8 label image (PNG) at the input's resolution")
+    seg.add_argument("--soft-out", help="also write the soft masks (K, H, W) as .npy")
+    seg.add_argument("--json", action="store_true")
+    common(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    demo = sub.add_parser("demo", help="run the pipeline on the bundled example images, offline")
+    demo.add_argument("--out", default="out/demo.png")
+    demo.add_argument("--store", default=DEFAULT_STORE)
+    demo.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_prefect(args.verbose)
+    try:
+        return args.func(args)
+    except PstError as exc:
+        print(f"pst: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pst: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+import pytest
+
+from pst_core.config import build_config
+from pst_core.errors import ConfigError
+
+
+def test_defaults_and_side_overrides():
+    config = build_config(sets=["content.cluster_layer.k=5", "cluster_layer.iterations=7"])
+    assert config.params("cluster_layer", "content").k == 5
+    assert config.params("cluster_layer", "style").k == 3
+    assert config.params("cluster_layer", "style").iterations == 7
+
+
+def test_values_are_parsed():
+    config = build_config(sets=["features.layers=relu1_1,relu3_1", "style_transfer.mapping={\"0\": 1, \"1\": 0}",
+                                "style_transfer.style_weight=2.5", "features.weights=random"])
+    assert config.features.layers == ["relu1_1", "relu3_1"]
+    assert config.style_transfer.mapping == {0: 1, 1: 0}
+    assert config.style_transfer.style_weight == 2.5
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("cluster_layer.kk=3", "did you mean 'k'"),
+    ("clustr_layer.k=3", "did you mean 'cluster_layer'"),
+    ("cluster_layer.k=0", "cluster_layer.k"),
+    ("fuse_segmentation.k=-1", "fuse_segmentation.k"),
+    ("style_transfer.iterations=nan", "style_transfer.iterations"),
+    ("style_transfer.style_weight=inf", "style_transfer.style_weight"),
+    ("features.layers=relu9_9", "unknown VGG19 layer"),
+    ("content.style_transfer.iterations=3", "no per-side settings"),
+    ("content.cluster_layer.k=0", "content.cluster_layer.k"),
+    ("novalue", "expected stage.param=value"),
+])
+def test_bad_parameters_are_one_line_errors(assignment, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build_config(sets=[assignment])
+    assert "\n" not in str(info.value)
+
+
+def test_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("cluster_layer:\n  k: 4\nstyle:\n  fuse_segmentation:\n    k: 2\n")
+    config = build_config(config_file=str(path), sets=["cluster_layer.seed=3"])
+    assert config.cluster_layer.k == 4 and config.cluster_layer.seed == 3
+    assert config.params("fuse_segmentation", "style").k == 2
+    assert config.params("fuse_segmentation", "content").k == 3
