@@ -108,6 +108,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_dataset(args) -> int:
+    from pst_core.store import ArtifactStore
+
+    config = _config(args)
+    ArtifactStore(args.store).check()
+    if not args.manifest and not (args.content_dir and args.style):
+        raise PstError("dataset: give MANIFEST, or --content-dir with one or more --style")
+    from flows.dataset import dataset
+    from flows.runners import make_task_runner
+
+    runner = make_task_runner(args.task_runner, args.concurrency, args.dask_address)
+    result = dataset.with_options(task_runner=runner)(
+        manifest=args.manifest, out_dir=args.out_dir, content_dir=args.content_dir, styles=args.style,
+        config=config, store=args.store, progress_bar=not args.json)
+    rows = result["results"]
+    if args.json:
+        print(json.dumps({"run_id": result["run_id"], "results": rows}, default=str))
+    else:
+        for row in rows:
+            if row["status"] != "ok":
+                print(f"row {row['row']}: failed: {row['error']}")
+        ok = sum(r["status"] == "ok" for r in rows)
+        print(f"{ok} ok, {len(rows) - ok} failed; results in {Path(args.out_dir) / 'results.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pst", description="Partitioned neural style transfer, cached in zarr.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own logs")
@@ -135,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--json", action="store_true")
     common(seg)
     seg.set_defaults(func=cmd_segment)
+
+    ds = sub.add_parser("dataset", help="run every pair of a manifest (or a content folder x styles)")
+    ds.add_argument("manifest", nargs="?", help="CSV or Parquet: content, style[, out][, stage.param ...]")
+    ds.add_argument("--out-dir", required=True)
+    ds.add_argument("--content-dir", help="instead of a manifest: every image in this folder ...")
+    ds.add_argument("--style", action="append", help="... against each of these styles (repeatable)")
+    ds.add_argument("--concurrency", type=int, default=2, help="tasks at once (threads) or Dask workers")
+    ds.add_argument("--task-runner", default="threads", choices=["threads", "dask"])
+    ds.add_argument("--dask-address", help="an existing Dask scheduler, tcp://HOST:PORT")
+    ds.add_argument("--json", action="store_true")
+    common(ds)
+    ds.set_defaults(func=cmd_dataset)
 
     demo = sub.add_parser("demo", help="run the pipeline on the bundled example images, offline")
     demo.add_argument("--out", default="out/demo.png")

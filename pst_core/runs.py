@@ -19,6 +19,11 @@ def preflight(store: ArtifactStore, images: dict[str, str], config: PipelineConf
     decodes, the weights load, the device exists. Returns the resolved device.
     Bad input therefore fails here, with the store unchanged."""
     store.check()
+    return check_inputs(images, config)
+
+
+def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
+    """The part of ``preflight`` that does not touch the store."""
     for side, path in images.items():
         read_image(path, config.params("load", side).max_pixels, role=f"{side} image")
     device = resolve_device(config.device)

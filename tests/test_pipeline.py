@@ -1,0 +1,107 @@
+"""Cache semantics on a real store and real Prefect runs (one shared ephemeral server)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from conftest import FAST
+from pst_core import stages
+from pst_core.config import build_config
+from pst_core.store import ArtifactStore
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _run(images, store, extra=(), out=None):
+    from flows.pipeline import partitioned_style_transfer
+
+    config = build_config(sets=[*FAST, *extra])
+    return partitioned_style_transfer(images["content"], images["style"], config=config, store=store, out=out)
+
+
+def _computed(result) -> set[tuple]:
+    return {(s["stage"], s["image"], s["layer"]) for s in result["stages"] if s["status"] == "computed"}
+
+
+@pytest.fixture(scope="module")
+def first_run(images, tmp_path_factory):
+    store = str(tmp_path_factory.mktemp("store"))
+    out = str(tmp_path_factory.mktemp("out") / "out.png")
+    return store, _run(images, store, out=out)
+
+
+def test_first_run_computes_every_stage_and_writes_output(first_run, images):
+    store, result = first_run
+    names = [s["stage"] for s in result["stages"]]
+    for stage in stages.STAGE_VERSIONS:
+        assert stage in names
+    assert all(s["status"] == "computed" for s in result["stages"])
+    # one cluster_layer and backprop per layer (rgb + 3 VGG layers) per side
+    assert names.count("cluster_layer") == 8 and names.count("backprop_clusters") == 8
+    from PIL import Image
+
+    output = np.asarray(Image.open(result["output"]), np.float32) / 255
+    content = np.asarray(Image.open(images["content"]), np.float32) / 255
+    assert output.shape == content.shape
+    assert np.abs(output - content).mean() > 0.01  # stylised, not a copy
+    record = ArtifactStore(store).run(result["run_id"])
+    assert record["status"] == "ok" and len(record["stages"]) == len(result["stages"])
+
+
+def test_second_run_computes_nothing(first_run, images):
+    store, first = first_run
+    again = _run(images, store)
+    assert _computed(again) == set()
+    assert [s["key"] for s in again["stages"]] == [s["key"] for s in first["stages"]]
+
+
+def test_style_transfer_parameter_reruns_only_transfer_and_unnormalize(first_run, images):
+    store, _ = first_run
+    result = _run(images, store, ["style_transfer.iterations=5"])
+    assert _computed(result) == {("style_transfer", "pair", None), ("unnormalize", "pair", None)}
+
+
+def test_content_clustering_parameter_reruns_content_segmentation_and_downstream(first_run, images):
+    store, _ = first_run
+    result = _run(images, store, ["content.cluster_layer.seed=1"])
+    computed = _computed(result)
+    assert {c[0] for c in computed} == {"cluster_layer", "backprop_clusters", "fuse_segmentation",
+                                         "style_transfer", "unnormalize"}
+    assert all(image in ("content", "pair") for _, image, _ in computed)
+    assert len([c for c in computed if c[0] == "cluster_layer"]) == 4
+
+
+def test_cached_tasks_are_named_cached_in_prefect(first_run, images):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    store, _ = first_run
+    result = _run(images, store)
+
+    async def states():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result["run_id"]])))
+            return {run.state.name for run in runs}
+
+    assert asyncio.run(states()) == {"Cached"}
+
+
+def test_one_region_is_unpartitioned_and_skips_segmentation(images, tmp_path):
+    result = _run(images, str(tmp_path), ["fuse_segmentation.k=1"])
+    names = {s["stage"] for s in result["stages"]}
+    assert "cluster_layer" not in names and "features" not in names
+    store = ArtifactStore(str(tmp_path))
+    fuse = [s for s in result["stages"] if s["stage"] == "fuse_segmentation"]
+    for s in fuse:
+        regions = stages.read_regions(store, s["key"])
+        assert regions.shape[0] == 1 and np.allclose(regions, 1.0)
+
+
+def test_style_loss_falls(first_run):
+    store, result = first_run
+    key = next(s["key"] for s in result["stages"] if s["stage"] == "style_transfer")
+    loss = ArtifactStore(store).open("style_transfer", key).array("loss_style")
+    loss = loss[np.isfinite(loss)]
+    assert loss[-1] < 0.7 * loss[0]
