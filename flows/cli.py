@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(ds)
     ds.set_defaults(func=cmd_dataset)
 
+    from flows.cli_inspect import add_commands
+
+    add_commands(sub)
+
     demo = sub.add_parser("demo", help="run the pipeline on the bundled example images, offline")
     demo.add_argument("--out", default="out/demo.png")
     demo.add_argument("--store", default=DEFAULT_STORE)

@@ -84,11 +84,12 @@ class Planner:
 def _finish_row(plan: RowPlan, artifact_store: ArtifactStore) -> dict:
     row = plan.row
     result = {"row": row.row, "content": row.content, "style": row.style, "status": "failed", "output": None,
-              "computed": 0, "cached": 0, "seconds": 0.0, "error": plan.error}
+              "computed": 0, "cached": 0, "seconds": 0.0, "error": plan.error, "stages": []}
     if plan.error is None:
         outcomes, error = collect(plan.futures)
         result["computed"] = sum(not o.cached for o in outcomes)
         result["cached"] = sum(o.cached for o in outcomes)
+        result["stages"] = [o.record() for o in outcomes]
         if error is not None:
             result["error"] = str(error) if isinstance(error, PstError) else f"{type(error).__name__}: {error}"
         elif plan.final is not None and plan.final.state.is_completed():
@@ -152,10 +153,11 @@ def dataset(manifest: str | None = None, out_dir: str = "out/dataset", content_d
     run_id = current_run_id()
     artifact_store.write_run({**run_record(run_id, "pst-dataset", {"manifest": manifest, "content_dir": content_dir,
                                                                   "styles": styles}, config, [], started),
-                              "rows": table.to_dict("records"), "out_dir": out_dir})
+                              "rows": sorted(results, key=lambda r: r["row"]), "out_dir": out_dir})
     print(f"{int((table.status == 'ok').sum())} ok, {int((table.status == 'failed').sum())} failed; "
           f"results in {Path(out_dir) / 'results.csv'}")
-    return {"run_id": run_id, "results": table.to_dict("records"), "out_dir": out_dir}
+    return {"run_id": run_id, "results": table.to_dict("records"), "out_dir": out_dir,
+            "stages": [s for r in results for s in r["stages"]]}
 
 
 def _progress_bar(total: int):
