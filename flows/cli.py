@@ -134,6 +134,25 @@ def cmd_dataset(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from flows.deployments import deploy_all
+
+    defaults = _config(args).model_dump(mode="json") if (args.set or args.config) else None
+    ids = deploy_all(args.pool, args.store, defaults)
+    for name, deployment_id in ids.items():
+        print(f"deployed {name} on work pool {args.pool!r} ({deployment_id})")
+    print(f"run one with: prefect deployment run 'partitioned-style-transfer/pst-pair' "
+          f"--param content=... --param style=... --param out=...")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from flows.deployments import serve_all
+
+    serve_all()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pst", description="Partitioned neural style transfer, cached in zarr.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own logs")
@@ -173,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--json", action="store_true")
     common(ds)
     ds.set_defaults(func=cmd_dataset)
+
+    dep = sub.add_parser("deploy", help="register the pair and dataset deployments on a process work pool")
+    dep.add_argument("--pool", default="pst", help="work pool name (default %(default)s)")
+    dep.add_argument("--store", help="the store every worker writes to (sets the Prefect variable pst_store)")
+    dep.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="default parameters")
+    dep.add_argument("--config", help="default parameters from a YAML or JSON file")
+    dep.set_defaults(func=cmd_deploy)
+
+    srv = sub.add_parser("serve", help="serve both flows from this process (no work pool needed)")
+    srv.set_defaults(func=cmd_serve)
 
     from flows.cli_inspect import add_commands
 

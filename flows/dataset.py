@@ -25,8 +25,9 @@ from pst_core.errors import PstError
 from pst_core.imageio import save_image
 from pst_core.manifest import Row, product_rows, read_manifest
 from pst_core.runs import check_inputs, run_record
-from pst_core.store import DEFAULT_STORE, ArtifactStore
+from pst_core.store import ArtifactStore
 
+from .deployments import resolve_store
 from .pipeline import SideFutures, collect, current_run_id, segment_side
 
 RESULT_COLUMNS = ["row", "content", "style", "status", "output", "computed", "cached", "seconds", "error"]
@@ -104,7 +105,7 @@ def _finish_row(plan: RowPlan, artifact_store: ArtifactStore) -> dict:
 @flow(name="pst-dataset", log_prints=True)
 def dataset(manifest: str | None = None, out_dir: str = "out/dataset", content_dir: str | None = None,
             styles: list[str] | None = None, config: PipelineConfig = PipelineConfig(),
-            store: str = DEFAULT_STORE, progress_bar: bool = False) -> dict:
+            store: str | None = None, progress_bar: bool = False) -> dict:
     """Run every pair of a manifest (CSV/Parquet: content, style[, out][, stage.param ...]) or of
     ``content_dir`` x ``styles``; write outputs under ``out_dir`` and a results table."""
     started = time.time()
@@ -114,6 +115,7 @@ def dataset(manifest: str | None = None, out_dir: str = "out/dataset", content_d
         rows = product_rows(content_dir, styles, out_dir)
     else:
         raise PstError("dataset: give a manifest, or a content folder and a list of styles")
+    store = resolve_store(store)
     artifact_store = ArtifactStore(store)
     artifact_store.check()
     planner = Planner(store)

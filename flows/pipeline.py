@@ -24,9 +24,10 @@ from pst_core.errors import PstError
 from pst_core.imageio import save_image
 from pst_core.runs import preflight, run_record, stage_table
 from pst_core.stages import StageOutcome
-from pst_core.store import DEFAULT_STORE, ArtifactStore
+from pst_core.store import ArtifactStore
 
 from .artifacts import publish_run_summary
+from .deployments import resolve_store
 
 
 @dataclass
@@ -80,9 +81,10 @@ def current_run_id() -> str:
 
 @flow(name="partitioned-style-transfer", log_prints=True)
 def partitioned_style_transfer(content: str, style: str, config: PipelineConfig = PipelineConfig(),
-                               store: str = DEFAULT_STORE, out: str | None = None) -> dict:
+                               store: str | None = None, out: str | None = None) -> dict:
     """Stylise ``content`` with ``style``, region by region; every stage cached in ``store``."""
     started = time.time()
+    store = resolve_store(store)
     artifact_store = ArtifactStore(store)
     device = preflight(artifact_store, {"content": content, "style": style}, config)
 
@@ -112,9 +114,10 @@ def partitioned_style_transfer(content: str, style: str, config: PipelineConfig 
 
 
 @flow(name="segment-image", log_prints=True)
-def segment_image(image: str, config: PipelineConfig = PipelineConfig(), store: str = DEFAULT_STORE) -> dict:
+def segment_image(image: str, config: PipelineConfig = PipelineConfig(), store: str | None = None) -> dict:
     """Only the segmentation stages of one image (as the content side of a run)."""
     started = time.time()
+    store = resolve_store(store)
     artifact_store = ArtifactStore(store)
     device = preflight(artifact_store, {"content": image}, config)
     side = segment_side(store, image, "content", config, device)
