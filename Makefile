@@ -18,4 +18,5 @@ demo: $(STAMP)
 	$(VENV)/bin/pst demo
 
 test: $(STAMP)
+	@tests/ensure_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
