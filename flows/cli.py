@@ -153,6 +153,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    from pst_core.config import parameter_reference
+
+    print(parameter_reference())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pst", description="Partitioned neural style transfer, cached in zarr.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own logs")
@@ -203,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve both flows from this process (no work pool needed)")
     srv.set_defaults(func=cmd_serve)
 
+    prm = sub.add_parser("params", help="print every parameter with its default (markdown)")
+    prm.set_defaults(func=cmd_params)
+
     from flows.cli_inspect import add_commands
 
     add_commands(sub)
@@ -223,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     except PstError as exc:
         print(f"pst: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `pst params | head`
+        return 0
     except KeyboardInterrupt:
         print("pst: interrupted", file=sys.stderr)
         return 130

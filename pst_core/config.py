@@ -222,6 +222,18 @@ def all_parameter_names() -> list[str]:
     return names + ["device"]
 
 
+def parameter_reference() -> str:
+    """A markdown table of every parameter, its default and meaning (the README's reference)."""
+    lines = ["| parameter | default | meaning |", "|---|---|---|"]
+    for stage, model in STAGE_MODELS.items():
+        for name, info in model.model_fields.items():
+            default = info.default_factory() if info.default_factory else info.default
+            sided = " (per side)" if stage in SIDED_STAGES else ""
+            lines.append(f"| `{stage}.{name}` | `{json.dumps(default)}` | {info.description or ''}{sided} |")
+    lines.append('| `device` | `"auto"` | auto, cpu or cuda[:N]; not part of any cache key |')
+    return "\n".join(lines)
+
+
 def set_parameter(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``[side.]stage.param=value`` to a raw config dict, checking the name."""
     if "=" not in assignment:
