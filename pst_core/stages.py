@@ -173,16 +173,16 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
                   side: str = "content") -> StageOutcome:
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
     (layer ``rgb``, ``source_key`` = load entry)."""
+    from .backprop import colour_features
     from .maxent import maxent_cluster
-    from .segmentation import layer_features
 
     def compute():
         if layer == "rgb":
-            raw = _image(store, source_key)
+            feats = colour_features(_tensor(_image(store, source_key)))
         else:
-            raw = store.open("features", source_key).array(layer)
+            feats = _tensor(store.open("features", source_key).array(layer))
         head, probs, history = maxent_cluster(
-            layer_features(layer, _tensor(raw)), params.k, iterations=params.iterations,
+            feats, params.k, iterations=params.iterations,
             entropy_weight=params.entropy_weight, balance_weight=params.balance_weight,
             smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed)
         arrays = {"probs": ArrayOut(probs.detach().numpy(), ("cluster", "y", "x")),
