@@ -156,7 +156,7 @@ class ArtifactStore:
         group = zarr.open_group(store=self._zarr_store(path, read_only=False), mode="w", attributes=attrs)
         digests = {}
         for name, out in arrays.items():
-            data = np.ascontiguousarray(out.data)
+            data = np.asarray(out.data, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
             if data.ndim != len(out.dims):
                 raise ValueError(f"array {name}: {data.ndim} dims but names {out.dims}")
             group.create_array(name, data=data, chunks=_chunks(data.shape, data.itemsize),
