@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 # Tiny, fast settings: real stages, few iterations, small images.
 FAST = [
     "features.weights=random",
-    "load.size=32",
+    "load.size=40",
     "features.layers=relu1_1,relu2_1,relu3_1",
     "cluster_layer.iterations=30",
     "fuse_segmentation.iterations=30",

@@ -62,7 +62,7 @@ def test_bad_rows_are_recorded_and_the_rest_finish(first):
     assert "missing.png" in failed.loc[5, "error"] and "no such file" in failed.loc[5, "error"]
     assert "cluster_layer.k" in failed.loc[10, "error"]
     for output in table[table.status == "ok"].output:
-        assert Image.open(output).size == (32, 32)
+        assert Image.open(output).size == (40, 40)  # load.size=40: the working size
     assert pd.read_csv(folder / "out" / "results.csv").shape[0] == 12
 
 
