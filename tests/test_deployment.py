@@ -109,8 +109,10 @@ def _run_deployment(api, name, parameters, timeout=240):
             await asyncio.sleep(1)
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, \
             FlowRunFilterId
+        from prefect.client.schemas.sorting import TaskRunSort
 
-        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                                            limit=200, sort=TaskRunSort.EXPECTED_START_TIME_ASC)
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         return run, tasks, artifacts

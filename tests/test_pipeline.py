@@ -75,6 +75,7 @@ def test_content_clustering_parameter_reruns_content_segmentation_and_downstream
 def test_cached_tasks_are_named_cached_in_prefect(first_run, images):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
 
     store, _ = first_run
     result = _run(images, store)
@@ -82,7 +83,8 @@ def test_cached_tasks_are_named_cached_in_prefect(first_run, images):
     async def states():
         async with get_client() as client:
             runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result["run_id"]])))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result["run_id"]])), limit=200,
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC)
             return {run.state.name for run in runs}
 
     assert asyncio.run(states()) == {"Cached"}
