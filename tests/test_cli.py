@@ -77,7 +77,8 @@ def test_bad_input_exits_2_with_one_line_and_store_unchanged(args, message, bad_
     store = populated_store
     before = _snapshot(store)
     argv = [a.format(d=bad_files, content=images["content"], style=images["style"]) for a in args]
-    argv += ["--out", str(tmp_path / "bad.png"), "--store", str(store), *SETS]
+    # the test's own fast settings first, so the bad value given last is the one that counts
+    argv = [argv[0], *SETS, *argv[1:], "--out", str(tmp_path / "bad.png"), "--store", str(store)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
