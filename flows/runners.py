@@ -19,7 +19,13 @@ def make_task_runner(kind: str = "threads", concurrency: int = 2, dask_address: 
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        # One thread per worker process: torch already uses the cores inside each task.
+        import torch
+
+        # One task at a time per worker process; torch uses as many threads inside it as it does here
+        # (Dask would pin OMP_NUM_THREADS=1), so a Dask run's floating point sums, and outputs, are
+        # the same as a local run's.
+        threads = str(torch.get_num_threads())
         return DaskTaskRunner(cluster_kwargs={"n_workers": concurrency, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+                                              "processes": True, "dashboard_address": None,
+                                              "env": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}})
     raise ConfigError(f"--task-runner {kind!r}: expected 'threads' or 'dask'")
