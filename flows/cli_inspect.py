@@ -74,6 +74,9 @@ def cmd_store(args) -> int:
         problems = maintenance.verify(store)
         for p in problems:
             print(f"{p.path}: {p.problem}")
+        stale = maintenance.leftovers(store)
+        if stale:
+            print(f"note: {len(stale)} temporary folder(s) of killed writers (never read; `pst store gc` removes them)")
         print(f"{len(problems)} problem(s)" if problems else "store verified: every entry complete and intact")
         return 1 if problems else 0
     elif args.action == "gc":

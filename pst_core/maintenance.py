@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass
 
-from .store import MARKER, ArtifactStore, array_digest
+from .store import MARKER, ArtifactStore, array_digest, temp_leftovers
 
 
 @dataclass
@@ -38,7 +38,8 @@ def disk_usage(store: ArtifactStore) -> dict[str, int]:
 
 
 def verify(store: ArtifactStore) -> list[Problem]:
-    """Every entry must be complete, and its arrays must read back to the checksums written with it."""
+    """Every entry must be complete, and its arrays must read back to the checksums written with it.
+    (Temporary folders of killed writers are not entries: readers never see them; see ``leftovers``.)"""
     problems = []
     for stage, key, complete in store.iter_entries():
         path = store.entry_path(stage, key)
@@ -53,12 +54,13 @@ def verify(store: ArtifactStore) -> list[Problem]:
                     problems.append(Problem(path, f"array {name}: contents do not match the checksum written"))
         except Exception as exc:
             problems.append(Problem(path, f"unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"))
-    for stage_dir in _stage_dirs(store):
-        tmp = f"{stage_dir}/.tmp"
-        if store.fs.exists(tmp):
-            for leftover in store.fs.ls(tmp, detail=False):
-                problems.append(Problem(leftover, "temporary leftover of an interrupted write"))
     return problems
+
+
+def leftovers(store: ArtifactStore) -> list[str]:
+    """Temporary folders of writers killed mid-write; the next write of the same key, or gc, removes them."""
+    return [path for stage_dir in _stage_dirs(store)
+            for path in temp_leftovers(store, stage_dir.rstrip("/").rsplit("/", 1)[-1])]
 
 
 def _stage_dirs(store: ArtifactStore) -> list[str]:
@@ -94,16 +96,15 @@ def collect_garbage(store: ArtifactStore, keep_runs: int | None = None, older_th
             if not dry_run:
                 store.remove(stage, key)
     dropped = [r["run_id"] for r in runs if r["run_id"] not in kept]
-    leftovers = 0
+    removed_tmp = 0
     if not dry_run:
         for run_id in dropped:
             store.fs.rm(f"{store.root}/runs/{run_id}.json")
-        for stage_dir in _stage_dirs(store):
-            if store.fs.exists(f"{stage_dir}/.tmp"):
-                leftovers += len(store.fs.ls(f"{stage_dir}/.tmp", detail=False))
-                store.fs.rm(f"{stage_dir}/.tmp", recursive=True)
+        for path in leftovers(store):
+            store.fs.rm(path, recursive=True)
+            removed_tmp += 1
     return {"removed_entries": removed, "dropped_runs": dropped, "kept_runs": sorted(kept),
-            "removed_leftovers": leftovers, "dry_run": dry_run}
+            "removed_leftovers": removed_tmp, "dry_run": dry_run}
 
 
 def describe_run(run: dict) -> str:

@@ -8,10 +8,12 @@ from typing import Any
 
 from .config import PipelineConfig
 from .errors import ConfigError
-from .imageio import read_image
+from .imageio import read_image, working_shape
 from .stages import StageOutcome
 from .store import ArtifactStore
-from .vgg import load_vgg, resolve_device
+from .vgg import LAYER_STRIDE, load_vgg, resolve_device
+
+MIN_SIDE = 8  # pixels: smaller inputs carry no regions to find
 
 
 def preflight(store: ArtifactStore, images: dict[str, str], config: PipelineConfig) -> str:
@@ -24,18 +26,53 @@ def preflight(store: ArtifactStore, images: dict[str, str], config: PipelineConf
 
 def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
     """The part of ``preflight`` that does not touch the store."""
-    for side, path in images.items():
-        read_image(path, config.params("load", side).max_pixels, role=f"{side} image")
     device = resolve_device(config.device)
-    for side in images:
+    for side, path in images.items():
+        pixels = read_image(path, config.params("load", side).max_pixels, role=f"{side} image")
+        if min(pixels.shape[1:]) < MIN_SIDE:
+            raise ConfigError(f"{side} image {path!r}: {pixels.shape[2]}x{pixels.shape[1]} is too small "
+                              f"(at least {MIN_SIDE} px on each side)")
+        shape = working_shape(pixels.shape[1], pixels.shape[2], config.params("load", side).size)
+        _check_cluster_sizes(side, shape, config)
         features = config.params("features", side)
-        clusters = config.params("cluster_layer", side)
-        missing = [layer for layer in (clusters.layers or []) if layer != "rgb" and layer not in features.layers]
-        if missing:
-            raise ConfigError(f"{side}.cluster_layer.layers: {missing[0]!r} is not among features.layers "
-                              f"{features.layers}")
         load_vgg(features.weights, features.seed, device)
+    _check_mapping(config)
     return device
+
+
+def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConfig) -> None:
+    """Every clustered layer must have at least K pixels at the working size."""
+    features = config.params("features", side)
+    clusters = config.params("cluster_layer", side)
+    fuse = config.params("fuse_segmentation", side)
+    if fuse.k == 1:
+        return  # nothing is clustered
+    layers = clusters.layers if clusters.layers is not None else ["rgb", *features.layers]
+    for layer in layers:
+        if layer != "rgb" and layer not in features.layers:
+            raise ConfigError(f"{side}.cluster_layer.layers: {layer!r} is not among features.layers "
+                              f"{features.layers}")
+        stride = 1 if layer == "rgb" else LAYER_STRIDE[layer]
+        pixels = max(1, shape[0] // stride) * max(1, shape[1] // stride)
+        if clusters.k > pixels:
+            raise ConfigError(f"{side}.cluster_layer.k={clusters.k} is more than the {pixels} pixels of layer "
+                              f"{layer} at load.size={config.params('load', side).size}")
+    if fuse.k > shape[0] * shape[1]:
+        raise ConfigError(f"{side}.fuse_segmentation.k={fuse.k} is more than the image's {shape[0] * shape[1]} pixels")
+
+
+def _check_mapping(config: PipelineConfig) -> None:
+    mapping = config.style_transfer.mapping
+    if not isinstance(mapping, dict):
+        return
+    kc, ks = (config.params("fuse_segmentation", side).k for side in ("content", "style"))
+    for c, s in mapping.items():
+        if not (0 <= c < kc and 0 <= s < ks):
+            raise ConfigError(f"style_transfer.mapping: {{{c}: {s}}} names a region that does not exist "
+                              f"(content has regions 0..{kc - 1}, style 0..{ks - 1})")
+    for c in config.style_transfer.regions:
+        if not 0 <= c < kc:
+            raise ConfigError(f"style_transfer.regions: content region {c} does not exist (0..{kc - 1})")
 
 
 def run_record(run_id: str, flow: str, inputs: dict[str, Any], config: PipelineConfig,

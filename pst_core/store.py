@@ -4,7 +4,7 @@ Layout under the store root (a local folder or any fsspec URL such as ``s3://buc
 
     entries/<stage>/<key>/            zarr v3 group: arrays with dimension names, attrs = the record;
                                       attribute ``complete`` (array checksums) is written last
-    entries/<stage>/.tmp/<key>-<id>/  local disks: an entry being written, renamed into place when done
+    entries/<stage>/.tmp/<key>-<pid>-<id>/  local disks: an entry being written, renamed into place when done
     runs/<run_id>.json                one record per flow run
 
 A reader trusts an entry only when its ``complete`` attribute exists. On a local disk the whole entry is written
@@ -144,7 +144,8 @@ class ArtifactStore:
             return False
         final = self.entry_path(stage, key)
         if self.local:
-            tmp = f"{self.root}/entries/{stage}/.tmp/{key}-{uuid.uuid4().hex[:8]}"
+            self._clear_dead_writers(stage, key)
+            tmp = f"{self.root}/entries/{stage}/.tmp/{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self._write_group(tmp, arrays, attrs, key)
             return self._publish_local(tmp, final)
         if self.fs.exists(final):  # an incomplete leftover of a crashed writer
@@ -164,6 +165,11 @@ class ArtifactStore:
             digests[name] = array_digest(data)
         # Last, and one whole-object write of zarr.json: what makes the entry complete.
         group.attrs[MARKER] = {"key": key, "written": time.time(), "arrays": digests}
+
+    def _clear_dead_writers(self, stage: str, key: str) -> None:
+        """Remove what writers of this key that were killed mid-write left behind."""
+        for leftover in temp_leftovers(self, stage, key):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def _publish_local(self, tmp: str, final: str) -> bool:
         try:
@@ -197,7 +203,7 @@ class ArtifactStore:
     def remove(self, stage: str, key: str) -> None:
         path = self.entry_path(stage, key)
         if self.local:  # unpublish first (atomic), then delete
-            trash = f"{self.root}/entries/{stage}/.tmp/{key}-removed-{uuid.uuid4().hex[:8]}"
+            trash = f"{self.root}/entries/{stage}/.tmp/{key}-{os.getpid()}-removed-{uuid.uuid4().hex[:8]}"
             os.makedirs(os.path.dirname(trash), exist_ok=True)
             os.rename(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -238,3 +244,28 @@ class ArtifactStore:
         if len(matches) > 1:
             raise StoreError(f"store {self.url}: run id {run_id!r} is ambiguous ({len(matches)} runs)")
         return matches[0]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_leftovers(store: ArtifactStore, stage: str, key: str | None = None) -> list[str]:
+    """Temporary folders of local writers that died mid-write (their process is gone)."""
+    tmp = f"{store.root}/entries/{stage}/.tmp"
+    if not store.local or not os.path.isdir(tmp):
+        return []
+    found = []
+    for name in os.listdir(tmp):
+        parts = name.split("-")
+        if len(parts) < 3 or (key is not None and parts[0] != key):
+            continue
+        if parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            found.append(os.path.join(tmp, name))
+    return found
