@@ -33,6 +33,8 @@ by the masks: y_p = A_p x_p + b_p with A_p = sum_r m_r(p) A_r, b_p = sum_r m_r(p
 depend on the position, not the colour, so each pixel's map is affine and is inverted exactly by a
 3x3 solve per pixel. That inverse needs the moved side's geometry, so with direction
 style_to_content it cannot give palette=style (ConfigError); every other combination is exact.
+(Exact up to the float32 normalised image: a flat target squeezes the moved image into rounding
+noise, which no inverse can recover.)
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ import numpy as np
 from .errors import ComputeError, ConfigError
 
 METHODS = ("linear", "cholesky", "pca", "luminance", "none")
-EPS = 1e-5  # added to every covariance (as in Gatys et al.): keeps flat images invertible
+# Added to every covariance (Gatys et al. add 1e-5): relative to the image's own variance so the fit
+# stays exact for low-contrast images, with a floor that keeps flat images invertible.
+EPS = 1e-6
+EPS_FLOOR = 1e-10
 _MIN_MASS = 1e-6  # fraction of the image below which a region has no statistics
 
 # RGB -> YIQ; only the first row (luminance) is fitted, the chroma rows restore the colour.
@@ -54,16 +59,17 @@ _YIQ_INV = np.linalg.inv(_YIQ)
 
 def _sym_power(s: np.ndarray, power: float) -> np.ndarray:
     vals, vecs = np.linalg.eigh(s)
-    return (vecs * np.clip(vals, EPS * 1e-3, None) ** power) @ vecs.T
+    return (vecs * np.clip(vals, EPS_FLOOR, None) ** power) @ vecs.T
 
 
 def _moments(x: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean (d,) and covariance (d,d) + EPS I of pixels x (d,N)."""
+    """Weighted mean (d,) and covariance (d,d) + eps I of pixels x (d,N)."""
     w = np.ones(x.shape[1]) if w is None else w
     w = w / w.sum()
     mu = x @ w
     t = x - mu[:, None]
-    return mu, (t * w) @ t.T + EPS * np.eye(len(x))
+    cov = (t * w) @ t.T
+    return mu, cov + max(EPS * np.trace(cov) / len(x), EPS_FLOOR) * np.eye(len(x))
 
 
 def _fit_matrix(method: str, s_src: np.ndarray, s_dst: np.ndarray) -> np.ndarray:
