@@ -161,7 +161,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
                 losses = objective(compose())
                 if not torch.isfinite(losses["total"]):
                     raise ComputeError(
-                        f"style_transfer: the loss became non-finite ({float(losses['total'])}) at scale {scale} "
+                        f"style_transfer: the loss became non-finite ({float(losses['total'].detach())}) at scale {scale} "
                         f"iteration {iteration}; lower style_weight/lr or check the inputs")
                 losses["total"].backward()
                 record.update({k: float(v.detach()) for k, v in losses.items()})
