@@ -21,11 +21,13 @@ class Region:
     def __init__(self, mask: torch.Tensor):
         w = mask.flatten()
         keep = w > SPARSE_THRESHOLD * w.max().clamp_min(1e-12)
+        self.numel = w.numel()
         self.index = None if bool(keep.all()) else keep.nonzero()[:, 0]
         self.weight = w if self.index is None else w[self.index]
         self.ones = bool((self.weight == 1).all())  # an all-ones mask: plain, unmasked statistics
+        self.sqrt_weight = self.weight.sqrt()
         self.mass = self.weight.sum()
-        self.empty = float(self.mass) < MIN_MASS_FRACTION * w.numel()
+        self.empty = float(self.mass) < MIN_MASS_FRACTION * self.numel
 
     def columns(self, features: torch.Tensor) -> torch.Tensor:
         """(C, h, w) activations -> (C, n) the region's pixels."""
@@ -33,13 +35,55 @@ class Region:
         return f if self.index is None else f.index_select(1, self.index)
 
     def gram(self, features: torch.Tensor) -> torch.Tensor:
-        f = self.columns(features)
-        fw = f if self.ones else f * self.weight.sqrt()
-        return fw @ fw.T / self.mass
+        return masked_grams(features, [self])[0]
 
-    def mean_cov(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mean_cov(self, features: torch.Tensor, gram: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.columns(features) @ self.weight / self.mass
-        return mean, self.gram(features) - torch.outer(mean, mean)
+        return mean, (self.gram(features) if gram is None else gram) - torch.outer(mean, mean)
+
+
+class _MaskedGrams(torch.autograd.Function):
+    """The Grams of several regions of one layer as one autograd node.
+
+    Each region multiplies only its kept pixels, and the backward gathers every region's gradient
+    into a single tensor: (dG + dG^T) X / mass per region (one matmul; autograd's mm backward spends
+    two), added in place by pixel index, rather than K zero-filled full-size gradients summed.
+    """
+
+    @staticmethod
+    def forward(ctx, features, regions):
+        f = features.flatten(1)
+        cols = []
+        for r in regions:
+            c = f if r.index is None else f.index_select(1, r.index)
+            cols.append(c if r.ones else c * r.sqrt_weight)
+        ctx.regions, ctx.shape = regions, features.shape
+        ctx.save_for_backward(*cols)
+        # Separate outputs, not one stacked tensor: selecting from a stack costs a (K, C, C) zero-filled
+        # gradient per region in the backward.
+        ctx.set_materialize_grads(False)
+        return tuple(c @ c.T / r.mass for c, r in zip(cols, regions))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        out = None
+        for g, c, r in zip(grads, ctx.saved_tensors, ctx.regions):
+            if g is None:
+                continue
+            d = (g + g.T) @ c / r.mass
+            d = d if r.ones else d * r.sqrt_weight
+            if r.index is None:
+                out = d if out is None else out + d
+            else:
+                out = d.new_zeros(d.shape[0], r.numel) if out is None else out
+                out.index_add_(1, r.index, d)
+        return (None if out is None else out.view(ctx.shape)), None
+
+
+def masked_grams(features: torch.Tensor, regions: list[Region]) -> tuple[torch.Tensor, ...]:
+    """(C, h, w) activations -> K mass-normalised (C, C) Gram matrices, one per region."""
+    return _MaskedGrams.apply(features, regions)
 
 
 class GramLoss:
@@ -49,8 +93,9 @@ class GramLoss:
         self.target = target_region.gram(target_features)
         self.scale = self.target.square().sum().clamp_min(1e-12)
 
-    def __call__(self, features: torch.Tensor, region: Region) -> torch.Tensor:
-        return (region.gram(features) - self.target).square().sum() / self.scale
+    def __call__(self, features: torch.Tensor, region: Region, gram: torch.Tensor | None = None) -> torch.Tensor:
+        gram = region.gram(features) if gram is None else gram
+        return (gram - self.target).square().sum() / self.scale
 
 
 class MeanCovLoss:
@@ -69,8 +114,8 @@ class MeanCovLoss:
         self.scale = (self.trace + self.mean.square().sum()).clamp_min(1e-12)
         self.floor = 1e-8 * float(self.scale)  # below this an eigenvalue is rounding noise
 
-    def __call__(self, features: torch.Tensor, region: Region) -> torch.Tensor:
-        mean, cov = region.mean_cov(features)
+    def __call__(self, features: torch.Tensor, region: Region, gram: torch.Tensor | None = None) -> torch.Tensor:
+        mean, cov = region.mean_cov(features, gram)
         prod = self.root @ cov @ self.root
         vals = torch.linalg.eigvalsh((prod + prod.T) / 2).clamp_min(self.floor)
         w2 = (mean - self.mean).square().sum() + cov.trace() + self.trace - 2 * vals.sqrt().sum()
@@ -81,13 +126,19 @@ STATISTICS = {"gram": GramLoss, "meancov": MeanCovLoss}
 
 
 class MaskedStyleLoss:
-    """One style statistic of one layer, between a content region and its mapped style region."""
+    """One style statistic of one layer, between a content region and its mapped style region.
 
-    def __init__(self, layer: str, statistic, region: Region, weight: float):
-        self.layer, self.statistic, self.region, self.weight = layer, statistic, region, weight
+    Called with the activations and, optionally, the region Grams of every layer computed together
+    (``masked_grams``); ``slot`` is this region's place among its layer's regions.
+    """
 
-    def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.weight * self.statistic(features[self.layer][0], self.region)
+    def __init__(self, layer: str, statistic, region: Region, weight: float, slot: int = 0):
+        self.layer, self.statistic, self.region, self.weight, self.slot = layer, statistic, region, weight, slot
+
+    def __call__(self, features: dict[str, torch.Tensor], grams: dict[str, torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        gram = None if grams is None else grams[self.layer][self.slot]
+        return self.weight * self.statistic(features[self.layer][0], self.region, gram)
 
 
 class ContentLoss:

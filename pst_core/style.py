@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .config import RegionSettings, StyleTransferParams
 from .errors import ComputeError, ConfigError
-from .losses import STATISTICS, ContentLoss, MaskedStyleLoss, Region, total_variation
+from .losses import STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_grams, total_variation
 from .mapping import map_regions, resize_masks
 
 __all__ = ["StyleResult", "transfer", "map_regions"]
@@ -53,6 +53,7 @@ class _Objective:
 
         active = [r for r, s in enumerate(settings) if not s.keep_content]
         self.style_losses: list[MaskedStyleLoss] = []
+        self.regions: dict[str, list[Region]] = {}  # per layer, so its K Grams are one autograd node
         for r in active:
             weight = settings[r].style_weight if settings[r].style_weight is not None else params.style_weight
             for layer in style_layers[r]:
@@ -62,8 +63,10 @@ class _Objective:
                     continue
                 statistic = STATISTICS[params.loss](s_feats[layer][0], target)
                 # Regions count alike (Gatys et al.'s 1/R), layers count alike within a region.
+                slots = self.regions.setdefault(layer, [])
+                slots.append(region)
                 self.style_losses.append(MaskedStyleLoss(
-                    layer, statistic, region, weight / (len(style_layers[r]) * len(active))))
+                    layer, statistic, region, weight / (len(style_layers[r]) * len(active)), len(slots) - 1))
 
         cweights = torch.tensor([s.content_weight if s.content_weight is not None else params.content_weight
                                  for s in settings], dtype=content.dtype, device=content.device)
@@ -77,7 +80,8 @@ class _Objective:
         feats = self.vgg(image, self.layers)
         zero = image.new_zeros(())
         content = sum((loss(feats) for loss in self.content_losses), zero)
-        style = sum((loss(feats) for loss in self.style_losses), zero)
+        grams = {layer: masked_grams(feats[layer][0], regions) for layer, regions in self.regions.items()}
+        style = sum((loss(feats, grams) for loss in self.style_losses), zero)
         tv = self.tv_weight * total_variation(image) if self.tv_weight else zero
         return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
 

@@ -4,7 +4,7 @@ import torch
 
 from pst_core.config import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.losses import GramLoss, Region
+from pst_core.losses import GramLoss, Region, masked_grams
 from pst_core.mapping import map_regions, resize_masks
 from pst_core.style import _Objective, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
@@ -82,6 +82,26 @@ def test_auto_mapping_follows_features(vgg):
 
 
 # ---------------------------------------------------------------- losses
+
+def test_masked_grams_match_the_plain_formula_and_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    features = torch.rand(8, 6, 7, generator=g, dtype=torch.float64).requires_grad_(True)
+    soft = torch.rand(6, 7, generator=g, dtype=torch.float64)
+    holes = soft * (soft > 0.4)  # exact zeros: those pixels are skipped, not multiplied
+    masks = [torch.ones(6, 7, dtype=torch.float64), soft, holes]
+    weights = [torch.randn(8, 8, generator=g, dtype=torch.float64) for _ in masks]
+    got = masked_grams(features, [Region(m) for m in masks])
+    f = features.flatten(1)
+    want = [(f * m.flatten()) @ f.T / m.sum() for m in masks]
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b)
+    grad_got = torch.autograd.grad(sum((w * a).sum() for w, a in zip(weights, got)), features)[0]
+    grad_want = torch.autograd.grad(sum((w * b).sum() for w, b in zip(weights, want)), features)[0]
+    assert torch.allclose(grad_got, grad_want)
+    # Regions whose Gram is unused get no gradient work and no error.
+    assert torch.autograd.grad(masked_grams(features, [Region(m) for m in masks])[1].sum(), features)[0].shape \
+        == features.shape
+
 
 def test_k1_is_plain_unpartitioned_transfer(vgg):
     content, _ = disk_scene(40)
