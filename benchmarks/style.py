@@ -74,6 +74,10 @@ def _soft_quadrants(size: int, width: float) -> np.ndarray:
     return (masks / masks.sum(0)).astype(np.float32)
 
 
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
 def _bare_step(vgg, x):
     x.grad = None
     vgg(x, ["relu5_1"])["relu5_1"].sum().backward()
@@ -91,26 +95,30 @@ def speed(vgg, sizes: list[int], iterations: int, rounds: int) -> None:
             "K=4 sharp edges": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}),
             "K=4 soft everywhere": (_soft_quadrants(size, size / 8), {i: i for i in range(4)}),
         }
-        times: dict[str, list[float]] = {"bare VGG19 fwd+bwd": []} | {k: [] for k in variants}
+        # Wall time, and this process's CPU time (less disturbed by other jobs on the same cores).
+        times: dict[str, list[tuple[float, float]]] = {"bare VGG19 fwd+bwd": []} | {k: [] for k in variants}
         for _ in range(rounds):
             _bare_step(vgg, x)  # warm-up outside the timing
-            start = time.perf_counter()
+            start = _now()
             for _ in range(iterations):
                 _bare_step(vgg, x)
-            times["bare VGG19 fwd+bwd"].append((time.perf_counter() - start) / iterations)
+            end = _now()
+            times["bare VGG19 fwd+bwd"].append(((end[0] - start[0]) / iterations, (end[1] - start[1]) / iterations))
             for name, (masks, mapping) in variants.items():
-                stamps: list[float] = []
+                stamps: list[tuple[float, float]] = []
                 params = StyleTransferParams(iterations=iterations + 1, mapping=mapping)
-                transfer(content, style, masks, masks, vgg, params, progress=lambda _: stamps.append(time.perf_counter()))
-                times[name].append((stamps[-1] - stamps[0]) / iterations)  # the first iteration is warm-up
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{size} px:")
-        for name, value in med.items():
-            print(f"  {name:22s} {value:7.3f} s/iter   (rounds: {', '.join(f'{v:.3f}' for v in times[name])})")
-        bare, k1 = med["bare VGG19 fwd+bwd"], med["K=1"]
-        print(f"  K=1 / bare = {k1 / bare:.3f} (target <= 1.25)   "
-              f"K=4 sharp / K=1 = {med['K=4 sharp edges'] / k1:.3f} (target <= 1.10)   "
-              f"K=4 soft / K=1 = {med['K=4 soft everywhere'] / k1:.3f}")
+                transfer(content, style, masks, masks, vgg, params, progress=lambda _: stamps.append(_now()))
+                # The first iteration (setup, warm-up) is left out.
+                times[name].append(tuple((stamps[-1][i] - stamps[0][i]) / iterations for i in range(2)))
+        print(f"{size} px:                   wall s/iter  cpu s/iter   (wall per round)")
+        med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
+        for name, (wall, cpu) in med.items():
+            print(f"  {name:22s} {wall:9.3f} {cpu:11.3f}   ({', '.join(f'{w:.3f}' for w, _ in times[name])})")
+        for i, clock in enumerate(("wall", "cpu ")):
+            bare, k1 = med["bare VGG19 fwd+bwd"][i], med["K=1"][i]
+            print(f"  {clock}: K=1 / bare = {k1 / bare:.3f} (target <= 1.25)   "
+                  f"K=4 sharp / K=1 = {med['K=4 sharp edges'][i] / k1:.3f} (target <= 1.10)   "
+                  f"K=4 soft / K=1 = {med['K=4 soft everywhere'][i] / k1:.3f}")
 
 
 def _rss_child(size: int, iterations: int) -> None:

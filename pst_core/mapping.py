@@ -70,6 +70,8 @@ def map_regions(content_masks, style_masks, mode, *, content_features=None, styl
         overlap = cm.flatten(1) @ resize_masks(sm, cm.shape[-2:]).flatten(1).T
         return {c: int(overlap[c].argmax()) for c in range(kc)}
     if mode == "auto":
+        if ks == 1:
+            return {c: 0 for c in range(kc)}
         if content_features is None or style_features is None:
             raise ConfigError("style_transfer.mapping=auto needs content and style features")
         dc = _descriptors(torch.as_tensor(content_features), cm)

@@ -34,6 +34,23 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def _check_inputs(content, style, content_masks, style_masks, vgg, params, device) -> None:
+    for name, array in (("content image", content), ("style image", style),
+                        ("content masks", content_masks), ("style masks", style_masks)):
+        _check_finite(name, array)
+    if content_masks.shape[1:] != content.shape[1:] or style_masks.shape[1:] != style.shape[1:]:
+        raise ConfigError(f"style_transfer: masks {content_masks.shape[1:]} / {style_masks.shape[1:]} must match "
+                          f"their images' sizes {content.shape[1:]} / {style.shape[1:]}")
+    bad = [r for r in params.regions if not 0 <= r < len(content_masks)]
+    if bad:
+        raise ConfigError(f"style_transfer.regions: content region {bad[0]} does not exist "
+                          f"(content has regions 0..{len(content_masks) - 1})")
+
+    vgg_device = next(vgg.parameters()).device
+    if vgg_device.type != torch.device(device).type:
+        raise ConfigError(f"style_transfer: the VGG network is on {vgg_device}, the transfer was asked on {device}")
+
+
 def _check_finite(name: str, array: np.ndarray) -> None:
     if not np.isfinite(array).all():
         raise ComputeError(f"style_transfer: the {name} holds NaN or infinite values")
@@ -88,7 +105,7 @@ class _Objective:
 
 def _scale_sizes(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
     """Coarse to fine, halving each time (never below 16 px so the deepest layers keep some pixels)."""
-    return [(max(16, round(size[0] / 2 ** i)), max(16, round(size[1] / 2 ** i)))
+    return [(min(size[0], max(16, round(size[0] / 2 ** i))), min(size[1], max(16, round(size[1] / 2 ** i))))
             for i in reversed(range(scales))]
 
 
@@ -107,15 +124,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     """content (3,H,W), style (3,Hs,Ws) in [0,1] (already colour-normalised); masks (Kc,H,W), (Ks,Hs,Ws) soft,
     summing to 1 per pixel, at the images' resolution. progress(dict) called each iteration; snapshot(iteration,
     image) every params.snapshot_every iterations (at the current scale's size)."""
-    for name, array in (("content image", content), ("style image", style),
-                        ("content masks", content_masks), ("style masks", style_masks)):
-        _check_finite(name, array)
-    if content_masks.shape[1:] != content.shape[1:] or style_masks.shape[1:] != style.shape[1:]:
-        raise ConfigError("style_transfer: masks must have their image's height and width")
-    bad = [r for r in params.regions if not 0 <= r < len(content_masks)]
-    if bad:
-        raise ConfigError(f"style_transfer.regions: content region {bad[0]} does not exist "
-                          f"(content has regions 0..{len(content_masks) - 1})")
+    _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
 
     def tensor(a):
         return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
@@ -123,7 +132,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     c_full, s_full = tensor(content)[None], tensor(style)[None]
     cm_full, sm_full = tensor(content_masks), tensor(style_masks)
     features = None
-    if params.mapping == "auto":
+    if params.mapping == "auto" and len(style_masks) > 1:
         with torch.no_grad():
             features = (vgg(c_full, [params.mapping_layer])[params.mapping_layer][0],
                         vgg(s_full, [params.mapping_layer])[params.mapping_layer][0])
@@ -137,17 +146,18 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     x = None
     for scale, size in enumerate(sizes):
         factor = size[0] / content.shape[1]
-        s_size = (max(16, round(style.shape[1] * factor)), max(16, round(style.shape[2] * factor)))
+        s_size = tuple(min(n, max(16, round(n * factor))) for n in style.shape[1:])
         c, s = _resize(c_full, size), _resize(s_full, s_size)
         cm, sm = resize_masks(cm_full, size), resize_masks(sm_full, s_size)
         objective = _Objective(vgg, c, s, cm, sm, mapping, params)
-        keep = sum((cm[r] for r, st in params.regions.items() if st.keep_content), torch.zeros_like(cm[0]))
+        kept = [cm[r] for r, st in params.regions.items() if st.keep_content]
+        keep = sum(kept[1:], kept[0]) if kept else None
         x = _initial(params, c, s) if x is None else _resize(x, size)
         x.requires_grad_(True)
 
         def compose(x=x, c=c, keep=keep):
             # keep_content regions are pinned to the content: no gradient ever reaches their pixels.
-            return x if not params.regions or not bool(keep.any()) else keep * c + (1 - keep) * x
+            return x if keep is None else keep * c + (1 - keep) * x
 
         steps = params.iterations if scale == len(sizes) - 1 else (params.scale_iterations or params.iterations)
         if params.optimizer == "lbfgs":
@@ -164,9 +174,9 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
                 optimizer.zero_grad()
                 losses = objective(compose())
                 if not torch.isfinite(losses["total"]):
-                    raise ComputeError(
-                        f"style_transfer: the loss became non-finite ({float(losses['total'].detach())}) at scale {scale} "
-                        f"iteration {iteration}; lower style_weight/lr or check the inputs")
+                    value = float(losses["total"].detach())
+                    raise ComputeError(f"style_transfer: the loss became non-finite ({value}) at scale {scale} "
+                                       f"iteration {iteration}; lower style_weight/lr or check the inputs")
                 losses["total"].backward()
                 record.update({k: float(v.detach()) for k, v in losses.items()})
                 return losses["total"]

@@ -14,7 +14,8 @@ def disk_scene(size: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
     inside = _soft_step(0.3 - np.hypot(yy - 0.5, xx - 0.5), 1.0 / size)
     shade = 0.1 * (xx - 0.5)
-    image = inside * np.array([0.75, 0.7, 0.6])[:, None, None] + (1 - inside) * np.array([0.35, 0.4, 0.3])[:, None, None]
+    disk, ground = np.array([0.75, 0.7, 0.6])[:, None, None], np.array([0.35, 0.4, 0.3])[:, None, None]
+    image = inside * disk + (1 - inside) * ground
     masks = np.stack([inside, 1 - inside])
     return (image + shade).clip(0, 1).astype(np.float32), masks.astype(np.float32)
 

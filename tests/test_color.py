@@ -53,7 +53,8 @@ def test_round_trip_and_fitted_statistics(method, direction):
     (mu, cov), (mu_t, cov_t) = _stats(moved), _stats(target)
     np.testing.assert_allclose(mu, mu_t, atol=1e-5)
     np.testing.assert_allclose(cov, cov_t, atol=1e-4)
-    assert np.array_equal(cn if direction == "style_to_content" else sn, content if direction == "style_to_content" else style)
+    untouched, original = (sn, style) if direction == "content_to_style" else (cn, content)
+    assert np.array_equal(untouched, original)
 
 
 def test_linear_is_the_symmetric_map_that_moves_colours_least():
