@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ComputeError, ConfigError
+from .mapping import map_regions
 
 METHODS = ("linear", "cholesky", "pca", "luminance", "none")
 # Added to every covariance (Gatys et al. add 1e-5): relative to the image's own variance so the fit
@@ -212,13 +213,15 @@ def normalize_pair(content: np.ndarray, style: np.ndarray, method: str, directio
                    mapping: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, ColorTransform]:
     """(3,H,W) float32 in [0,1] each -> (content_normalised, style_normalised, transform).
 
-    With ``content_masks`` (Kc,H,W), ``style_masks`` (Ks,Hs,Ws) and ``mapping`` {content region: style
-    region} the transform is region-aware. Normalised images are not clipped, so T^-1 stays exact.
+    With ``content_masks`` (Kc,H,W), ``style_masks`` (Ks,Hs,Ws) and ``mapping`` ({content region: style
+    region} or "overlap"; pass the mapping the style transfer uses) the transform is region-aware. Normalised images are not clipped, so T^-1 stays exact.
     """
     if direction not in ("content_to_style", "style_to_content"):
         raise ConfigError(f"color_normalize.direction: unknown direction {direction!r}")
     if (content_masks is None) != (style_masks is None) or (content_masks is not None and mapping is None):
         raise ConfigError("color_normalize: region-aware normalisation needs both masks and a mapping")
+    if content_masks is not None:
+        mapping = map_regions(content_masks, style_masks, mapping)  # checks the regions exist, fills gaps
     side = "content" if direction == "content_to_style" else "style"
     chroma = _yiq(content)[1:] if method == "luminance" else None
     if side == "content":

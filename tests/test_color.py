@@ -138,6 +138,8 @@ def test_region_aware_style_to_content_and_empty_regions():
         restore_palette(cn, t, "style")
     with pytest.raises(ConfigError):
         normalize_pair(content, style, "linear", "content_to_style", content_masks=cm)
+    with pytest.raises(ConfigError, match="does not exist"):
+        normalize_pair(content, style, "linear", "content_to_style", content_masks=cm, style_masks=sm, mapping={0: 4})
 
 
 @pytest.mark.parametrize("method", ("linear", "luminance"))
