@@ -137,13 +137,13 @@ class ColorTransform:
             if np.abs(np.linalg.det(a)).min() < 1e-12:
                 raise ComputeError("colour transform: a blended region map is singular and cannot be inverted")
             x = np.linalg.solve(a, rhs)[..., 0].T
-        return self.recolor_channels(x.reshape(d, h, w))
+        return self._from_channels(x.reshape(d, h, w))
 
     def recolor(self, image: np.ndarray) -> np.ndarray:
         """The output as is, except that luminance takes the content's chroma back."""
-        return self.recolor_channels(self._channels(image)) if self.method == "luminance" else image
+        return self._from_channels(self._channels(image)) if self.method == "luminance" else image
 
-    def recolor_channels(self, x: np.ndarray) -> np.ndarray:
+    def _from_channels(self, x: np.ndarray) -> np.ndarray:
         if self.method != "luminance":
             return x.astype(np.float32)
         if self.chroma is None or self.chroma.shape[1:] != x.shape[1:]:
