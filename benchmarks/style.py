@@ -136,8 +136,9 @@ def _rss_child(size: int, iterations: int) -> None:
 def memory(sizes: list[int], iterations: int) -> None:
     print(f"\n== peak RSS: K=4 sharp masks, L-BFGS {iterations} iterations, fresh process per size")
     for size in sizes:
-        out = subprocess.run([sys.executable, __file__, "--rss-child", str(size), "--rss-iterations", str(iterations)],
-                             capture_output=True, text=True, check=True)
+        command = [sys.executable, __file__, "--rss-child", str(size), "--rss-iterations", str(iterations),
+                   "--threads", str(torch.get_num_threads())]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  {size} px: peak RSS {row['peak_gib']:.2f} GiB ({row['seconds']:.1f} s)")
 
@@ -153,7 +154,9 @@ def main() -> None:
     parser.add_argument("--rss-sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--rss-iterations", type=int, default=2)
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread by default: on cores shared with other jobs, every parallel region of a 2-thread run
+    # waits for a descheduled thread, which measured here 4x slower than one thread (2 cores, busy).
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rss_child:

@@ -15,7 +15,6 @@ SHALLOW = ["relu1_1", "relu2_1", "relu3_1"]
 
 @pytest.fixture(scope="module")
 def vgg():
-    torch.set_num_threads(2)
     return load_vgg("random", seed=0, device="cpu")
 
 
