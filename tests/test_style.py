@@ -15,7 +15,12 @@ SHALLOW = ["relu1_1", "relu2_1", "relu3_1"]
 
 @pytest.fixture(scope="module")
 def vgg():
-    return load_vgg("random", seed=0, device="cpu")
+    # Tiny images gain nothing from threads, and on cores shared with other jobs each parallel region
+    # waits for a descheduled thread; restore the caller's setting afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_vgg("random", seed=0, device="cpu")
+    torch.set_num_threads(threads)
 
 
 def _ones(image):
@@ -231,3 +236,16 @@ def test_settings_for_a_missing_region_are_a_config_error(vgg):
     style, sm = two_texture_style(32)
     with pytest.raises(ConfigError, match="region 5"):
         transfer(content, style, cm, sm, vgg, StyleTransferParams(iterations=1, regions={5: RegionSettings()}))
+
+
+def test_colour_normalised_transfer_restores_the_content_palette(vgg):
+    from pst_core.color import normalize_pair, restore_palette
+
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    cn, sn, t = normalize_pair(content, style, "linear", "content_to_style")
+    out = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=10, mapping={0: 0, 1: 1}))
+    final = restore_palette(out.image, t, "content")
+    mean = final.reshape(3, -1).mean(1)
+    assert np.abs(mean - content.reshape(3, -1).mean(1)).max() < 0.05
+    assert np.abs(mean - style.reshape(3, -1).mean(1)).max() > 0.1
