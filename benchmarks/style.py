@@ -1,0 +1,176 @@
+"""Partitioned style transfer: region fidelity, speed and peak memory.
+
+    PYTHONPATH=. python benchmarks/style.py                       # everything, default sizes
+    PYTHONPATH=. python benchmarks/style.py --only speed --speed-sizes 256 --speed-iterations 4
+
+Uses the seeded random VGG19 (weights='random'): pretrained weights cannot be downloaded here.
+CPU timings on a shared machine are noisy, so the variants are interleaved in rounds and compared
+as ratios of medians taken in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from pst_core.config import StyleTransferParams
+from pst_core.losses import GramLoss, Region
+from pst_core.mapping import resize_masks
+from pst_core.style import transfer
+from pst_core.synthetic import disk_scene, two_texture_style
+from pst_core.vgg import load_vgg
+
+FIDELITY_LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
+
+
+def style_distances(vgg, output, content_masks, style, style_masks, layers=FIDELITY_LAYERS):
+    """d[r, s]: relative Gram distance between content region r of the output and style region s."""
+    with torch.no_grad():
+        fo, fs = vgg(torch.tensor(output)[None], layers), vgg(torch.tensor(style)[None], layers)
+    d = np.zeros((len(content_masks), len(style_masks)))
+    for r in range(len(content_masks)):
+        for s in range(len(style_masks)):
+            for layer in layers:
+                target = Region(resize_masks(torch.tensor(style_masks[s:s + 1]), fs[layer].shape[-2:])[0])
+                region = Region(resize_masks(torch.tensor(content_masks[r:r + 1]), fo[layer].shape[-2:])[0])
+                d[r, s] += float(GramLoss(fs[layer][0], target)(fo[layer][0], region)) / len(layers)
+    return d
+
+
+def fidelity(vgg, size: int, iterations: int) -> None:
+    content, cm = disk_scene(size)
+    style, sm = two_texture_style(size)
+    ones_c, ones_s = np.ones((1, size, size), np.float32), np.ones((1, size, size), np.float32)
+    print(f"\n== region fidelity: {size} px, L-BFGS {iterations} iterations; content 0=disk 1=ground, "
+          f"style 0=red stripes 1=blue dots; relative Gram distance over {', '.join(FIDELITY_LAYERS)}")
+    runs = {"partitioned {0: 0, 1: 1}": (cm, sm, {0: 0, 1: 1}), "unpartitioned K=1": (ones_c, ones_s, "overlap")}
+    for name, (cmk, smk, mapping) in runs.items():
+        start = time.perf_counter()
+        out = transfer(content, style, cmk, smk, vgg, StyleTransferParams(iterations=iterations, mapping=mapping))
+        d = style_distances(vgg, out.image, cm, style, sm)
+        print(f"{name} ({time.perf_counter() - start:.1f} s)")
+        for r, label in enumerate(("disk  ", "ground")):
+            own = d[r, r]
+            print(f"  {label}: to stripes {d[r, 0]:.3f}  to dots {d[r, 1]:.3f}  "
+                  f"other/own = {d[r, 1 - r] / own:.2f}")
+    auto = transfer(content, style, cm, sm, vgg, StyleTransferParams(iterations=0, mapping="auto")).mapping
+    print(f"mapping=auto on this pair: {auto}")
+
+
+def _soft_quadrants(size: int, width: float) -> np.ndarray:
+    """Four regions (quadrants) with sigmoid edges `width` pixels wide; soft everywhere if width is large."""
+    t = np.arange(size) - size / 2 + 0.5
+    left = 1 / (1 + np.exp(t / width))
+    top, lft = left[:, None], left[None, :]
+    masks = np.stack([top * lft, top * (1 - lft), (1 - top) * lft, (1 - top) * (1 - lft)])
+    return (masks / masks.sum(0)).astype(np.float32)
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _bare_step(vgg, x):
+    x.grad = None
+    vgg(x, ["relu5_1"])["relu5_1"].sum().backward()
+
+
+def speed(vgg, sizes: list[int], iterations: int, rounds: int) -> None:
+    print(f"\n== speed: seconds per iteration (median of {rounds} rounds x {iterations} iterations, "
+          "L-BFGS, gram loss, relu1_1..relu5_1 + relu4_2)")
+    for size in sizes:
+        content, _ = disk_scene(size)
+        style, _ = two_texture_style(size)
+        x = torch.tensor(content)[None].requires_grad_(True)
+        variants = {
+            "K=1": (np.ones((1, size, size), np.float32), {0: 0}),
+            "K=4 sharp edges": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}),
+            "K=4 soft everywhere": (_soft_quadrants(size, size / 8), {i: i for i in range(4)}),
+        }
+        # Wall time, and this process's CPU time (less disturbed by other jobs on the same cores).
+        times: dict[str, list[tuple[float, float]]] = {"bare VGG19 fwd+bwd": []} | {k: [] for k in variants}
+        for _ in range(rounds):
+            _bare_step(vgg, x)  # warm-up outside the timing
+            start = _now()
+            for _ in range(iterations):
+                _bare_step(vgg, x)
+            end = _now()
+            times["bare VGG19 fwd+bwd"].append(((end[0] - start[0]) / iterations, (end[1] - start[1]) / iterations))
+            for name, (masks, mapping) in variants.items():
+                stamps: list[tuple[float, float]] = []
+                params = StyleTransferParams(iterations=iterations + 1, mapping=mapping)
+                transfer(content, style, masks, masks, vgg, params, progress=lambda _: stamps.append(_now()))
+                # The first iteration (setup, warm-up) is left out.
+                times[name].append(tuple((stamps[-1][i] - stamps[0][i]) / iterations for i in range(2)))
+        print(f"{size} px:                   wall s/iter  cpu s/iter   (wall per round)")
+        med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
+        for name, (wall, cpu) in med.items():
+            print(f"  {name:22s} {wall:9.3f} {cpu:11.3f}   ({', '.join(f'{w:.3f}' for w, _ in times[name])})")
+        for i, clock in enumerate(("wall", "cpu ")):
+            bare, k1 = med["bare VGG19 fwd+bwd"][i], med["K=1"][i]
+            print(f"  {clock}: K=1 / bare = {k1 / bare:.3f} (target <= 1.25)   "
+                  f"K=4 sharp / K=1 = {med['K=4 sharp edges'][i] / k1:.3f} (target <= 1.10)   "
+                  f"K=4 soft / K=1 = {med['K=4 soft everywhere'][i] / k1:.3f}")
+
+
+def _rss_child(size: int, iterations: int) -> None:
+    vgg = load_vgg("random", seed=0, device="cpu")
+    content, _ = disk_scene(size)
+    style, _ = two_texture_style(size)
+    masks = _soft_quadrants(size, 1.0)
+    start = time.perf_counter()
+    transfer(content, style, masks, masks, vgg,
+             StyleTransferParams(iterations=iterations, mapping={i: i for i in range(4)}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
+    print(json.dumps({"size": size, "peak_gib": peak, "seconds": time.perf_counter() - start}))
+
+
+def memory(sizes: list[int], iterations: int) -> None:
+    print(f"\n== peak RSS: K=4 sharp masks, L-BFGS {iterations} iterations, fresh process per size")
+    for size in sizes:
+        command = [sys.executable, __file__, "--rss-child", str(size), "--rss-iterations", str(iterations),
+                   "--threads", str(torch.get_num_threads())]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {size} px: peak RSS {row['peak_gib']:.2f} GiB ({row['seconds']:.1f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["fidelity", "speed", "memory"])
+    parser.add_argument("--fidelity-size", type=int, default=64)
+    parser.add_argument("--fidelity-iterations", type=int, default=150)
+    parser.add_argument("--speed-sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--speed-iterations", type=int, default=4)
+    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--rss-sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--rss-iterations", type=int, default=2)
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    # One thread by default: on cores shared with other jobs, every parallel region of a 2-thread run
+    # waits for a descheduled thread, which measured here 4x slower than one thread (2 cores, busy).
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.rss_child:
+        _rss_child(args.rss_child, args.rss_iterations)
+        return
+    vgg = load_vgg("random", seed=0, device="cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, VGG19 weights=random (seed 0)")
+    if args.only in (None, "fidelity"):
+        fidelity(vgg, args.fidelity_size, args.fidelity_iterations)
+    if args.only in (None, "speed"):
+        speed(vgg, args.speed_sizes, args.speed_iterations, args.speed_rounds)
+    if args.only in (None, "memory"):
+        memory(args.rss_sizes, args.rss_iterations)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+import numpy as np
+import pytest
+import torch
+
+from pst_core.config import RegionSettings, StyleTransferParams
+from pst_core.errors import ComputeError, ConfigError
+from pst_core.losses import GramLoss, Region, masked_grams
+from pst_core.mapping import map_regions, resize_masks
+from pst_core.style import _Objective, transfer
+from pst_core.synthetic import disk_scene, two_texture_style
+from pst_core.vgg import load_vgg
+
+SHALLOW = ["relu1_1", "relu2_1", "relu3_1"]
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    # Tiny images gain nothing from threads, and on cores shared with other jobs each parallel region
+    # waits for a descheduled thread; restore the caller's setting afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_vgg("random", seed=0, device="cpu")
+    torch.set_num_threads(threads)
+
+
+def _ones(image):
+    return np.ones((1, *image.shape[1:]), np.float32)
+
+
+def style_distances(vgg, output, content_masks, style, style_masks, layers=SHALLOW):
+    """d[r, s]: relative Gram distance between content region r of the output and style region s."""
+    with torch.no_grad():
+        fo, fs = vgg(torch.tensor(output)[None], layers), vgg(torch.tensor(style)[None], layers)
+    d = np.zeros((len(content_masks), len(style_masks)))
+    for r in range(len(content_masks)):
+        for s in range(len(style_masks)):
+            for layer in layers:
+                target = Region(resize_masks(torch.tensor(style_masks[s:s + 1]), fs[layer].shape[-2:])[0])
+                region = Region(resize_masks(torch.tensor(content_masks[r:r + 1]), fo[layer].shape[-2:])[0])
+                d[r, s] += float(GramLoss(fs[layer][0], target)(fo[layer][0], region)) / len(layers)
+    return d
+
+
+# ---------------------------------------------------------------- mapping
+
+def test_overlap_and_explicit_mapping():
+    _, cm = disk_scene(32)
+    _, sm = two_texture_style(48)
+    swapped = sm[::-1].copy()
+    everything_and_nothing = np.stack([np.ones((32, 32)), np.zeros((32, 32))])
+    assert map_regions(everything_and_nothing, sm, "overlap") == {0: 0, 1: 0}
+    halves = np.zeros((2, 32, 32), np.float32)
+    halves[0, :, :16] = 1
+    halves[1] = 1 - halves[0]
+    assert map_regions(halves, sm, "overlap") == {0: 0, 1: 1}
+    assert map_regions(halves, swapped, "overlap") == {0: 1, 1: 0}
+    assert map_regions(cm, sm, {0: 1, 1: 0}) == {0: 1, 1: 0}
+    assert map_regions(halves, sm, {1: 0}) == {0: 0, 1: 0}  # left out: filled by overlap
+
+
+@pytest.mark.parametrize("bad", [{0: 2}, {3: 0}, {-1: 0}])
+def test_mapping_to_a_missing_region_is_a_one_line_config_error(bad):
+    _, cm = disk_scene(32)
+    _, sm = two_texture_style(32)
+    with pytest.raises(ConfigError) as info:
+        map_regions(cm, sm, bad)
+    assert "\n" not in str(info.value) and "does not exist" in str(info.value)
+    with pytest.raises(ConfigError):
+        map_regions(cm, sm, "nearest")
+
+
+def test_auto_mapping_follows_features(vgg):
+    style, sm = two_texture_style(48)
+    # Content = the style with its halves swapped: auto must pair left with right.
+    content = np.concatenate([style[:, :, 24:], style[:, :, :24]], axis=2)
+    cm = np.concatenate([sm[:, :, 24:], sm[:, :, :24]], axis=2)[::-1].copy()  # region 0 = content's left
+    with torch.no_grad():
+        fc = vgg(torch.tensor(content)[None], ["relu3_1"])["relu3_1"][0]
+        fs = vgg(torch.tensor(style)[None], ["relu3_1"])["relu3_1"][0]
+    assert map_regions(cm, sm, "auto", content_features=fc, style_features=fs) == {0: 1, 1: 0}
+    # Many-to-one: three content regions (two of them dots) onto two style regions.
+    cm3 = np.stack([cm[0], cm[1] * (np.arange(48) < 24)[:, None], cm[1] * (np.arange(48) >= 24)[:, None]])
+    assert map_regions(cm3, sm, "auto", content_features=fc, style_features=fs) == {0: 1, 1: 0, 2: 0}
+    with pytest.raises(ConfigError):
+        map_regions(cm, sm, "auto")
+
+
+# ---------------------------------------------------------------- losses
+
+def test_masked_grams_match_the_plain_formula_and_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    features = torch.rand(8, 6, 7, generator=g, dtype=torch.float64).requires_grad_(True)
+    soft = torch.rand(6, 7, generator=g, dtype=torch.float64)
+    holes = soft * (soft > 0.4)  # exact zeros: those pixels are skipped, not multiplied
+    masks = [torch.ones(6, 7, dtype=torch.float64), soft, holes]
+    weights = [torch.randn(8, 8, generator=g, dtype=torch.float64) for _ in masks]
+    got = masked_grams(features, [Region(m) for m in masks])
+    f = features.flatten(1)
+    want = [(f * m.flatten()) @ f.T / m.sum() for m in masks]
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b)
+    grad_got = torch.autograd.grad(sum((w * a).sum() for w, a in zip(weights, got)), features)[0]
+    grad_want = torch.autograd.grad(sum((w * b).sum() for w, b in zip(weights, want)), features)[0]
+    assert torch.allclose(grad_got, grad_want)
+    # Regions whose Gram is unused get no gradient work and no error.
+    assert torch.autograd.grad(masked_grams(features, [Region(m) for m in masks])[1].sum(), features)[0].shape \
+        == features.shape
+
+
+def test_k1_is_plain_unpartitioned_transfer(vgg):
+    content, _ = disk_scene(40)
+    style, _ = two_texture_style(36)
+    params = StyleTransferParams(style_weight=3.0, content_weight=0.5)
+    c, s = torch.tensor(content)[None], torch.tensor(style)[None]
+    objective = _Objective(vgg, c, s, torch.ones(1, 40, 40), torch.ones(1, 36, 36), {0: 0}, params)
+    x = (c + 0.05 * torch.randn(c.shape, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    got = objective(x)["total"]
+    (g_got,) = torch.autograd.grad(got, x)
+
+    # The same loss written out without masks: Gram = F F^T / N, relative errors, layers averaged.
+    def gram(f):
+        f = f[0].flatten(1)
+        return f @ f.T / f.shape[1]
+
+    fx = vgg(x, params.style_layers + params.content_layers)
+    with torch.no_grad():
+        fs, fc = vgg(s, params.style_layers), vgg(c, params.content_layers)
+    style_loss = sum((gram(fx[k]) - gram(fs[k])).square().sum() / gram(fs[k]).square().sum()
+                     for k in params.style_layers) / len(params.style_layers)
+    content_loss = (fx["relu4_2"] - fc["relu4_2"]).square().mean() / fc["relu4_2"].square().mean()
+    want = 3.0 * style_loss + 0.5 * content_loss
+    (g_want,) = torch.autograd.grad(want, x)
+    assert torch.allclose(got, want, rtol=1e-5)
+    assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-6 * g_want.abs().max())
+
+
+def test_empty_regions_are_skipped(vgg):
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    cm3 = np.concatenate([cm, np.zeros((1, 32, 32), np.float32)])
+    result = transfer(content, style, cm3, sm, vgg, StyleTransferParams(iterations=3, mapping={0: 0, 1: 1, 2: 0}))
+    assert np.isfinite(result.image).all() and all(np.isfinite(h["total"]) for h in result.history)
+
+
+# ---------------------------------------------------------------- optimisation
+
+@pytest.mark.parametrize("loss", ["gram", "meancov"])
+def test_style_loss_falls_and_output_moves_toward_style(vgg, loss):
+    content, _ = disk_scene(32)
+    style, _ = two_texture_style(32)
+    calls, shots = [], []
+    params = StyleTransferParams(iterations=40, loss=loss, style_layers=SHALLOW, snapshot_every=10)
+    result = transfer(content, style, _ones(content), _ones(style), vgg, params,
+                      progress=calls.append, snapshot=lambda i, im: shots.append(i))
+    styles = [h["style"] for h in result.history]
+    assert styles[-1] < 0.3 * styles[0]
+    assert len(calls) == 40 and set(calls[0]) >= {"scale", "iteration", "total", "content", "style", "tv"}
+    assert shots == [10, 20, 30, 40] and [i for i, _ in result.snapshots] == shots
+    one = _ones(content)
+    before = style_distances(vgg, content, one, style, one)[0, 0]
+    after = style_distances(vgg, result.image, one, style, one)[0, 0]
+    assert after < 0.5 * before
+    assert result.image.shape == content.shape and result.image.dtype == np.float32
+    assert result.image.min() >= 0 and result.image.max() <= 1
+
+
+def test_partitioned_puts_each_style_region_into_its_content_region(vgg):
+    size = 48
+    content, cm = disk_scene(size)
+    style, sm = two_texture_style(size)
+    params = dict(iterations=100, style_weight=10.0, style_layers=SHALLOW)
+    part = transfer(content, style, cm, sm, vgg, StyleTransferParams(mapping={0: 0, 1: 1}, **params))
+    plain = transfer(content, style, _ones(content), _ones(style), vgg, StyleTransferParams(**params))
+    d_part = style_distances(vgg, part.image, cm, style, sm)
+    d_plain = style_distances(vgg, plain.image, cm, style, sm)
+    # Partitioned: each content region is much closer to its own style region than to the other.
+    assert d_part[0, 0] * 3 < d_part[0, 1] and d_part[1, 1] * 3 < d_part[1, 0]
+    # Unpartitioned: no such separation in both regions at once.
+    assert not (d_plain[0, 0] * 3 < d_plain[0, 1] and d_plain[1, 1] * 3 < d_plain[1, 0])
+
+
+def test_keep_content_region_keeps_the_content(vgg):
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    hard = (cm > 0.5).astype(np.float32)
+    params = StyleTransferParams(iterations=15, mapping={0: 0, 1: 1}, regions={1: RegionSettings(keep_content=True)})
+    result = transfer(content, style, hard, sm, vgg, params)
+    ground, disk = hard[1] == 1, hard[0] == 1
+    assert np.abs(result.image - content)[:, ground].max() < 1e-6
+    assert np.abs(result.image - content)[:, disk].mean() > 0.02
+
+
+def test_adam_multiscale_noise_init_is_seeded(vgg):
+    content, cm = disk_scene(40)
+    style, sm = two_texture_style(40)
+    params = StyleTransferParams(iterations=4, scale_iterations=3, scales=2, optimizer="adam", init="noise", seed=3)
+    a = transfer(content, style, cm, sm, vgg, params)
+    b = transfer(content, style, cm, sm, vgg, params)
+    assert np.array_equal(a.image, b.image)
+    assert [h["scale"] for h in a.history] == [0, 0, 0, 1, 1, 1, 1]
+    assert [h["iteration"] for h in a.history] == list(range(1, 8))
+    c = transfer(content, style, cm, sm, vgg, params.model_copy(update={"seed": 4}))
+    assert not np.array_equal(a.image, c.image)
+
+
+# ---------------------------------------------------------------- errors
+
+class _Exploding(torch.nn.Module):
+    """VGG whose activations turn infinite after a few calls."""
+
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, image, layers):
+        self.calls += 1
+        out = self.inner(image, layers)
+        return {k: v * float("inf") for k, v in out.items()} if self.calls > self.after else out
+
+
+def test_non_finite_loss_raises_compute_error(vgg):
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    with pytest.raises(ComputeError) as info:
+        transfer(content, style, cm, sm, _Exploding(vgg, after=5),
+                 StyleTransferParams(iterations=10, mapping="overlap"))
+    assert "non-finite" in str(info.value) and "\n" not in str(info.value)
+    bad = content.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ComputeError, match="content image"):
+        transfer(bad, style, cm, sm, vgg, StyleTransferParams(iterations=1))
+
+
+def test_settings_for_a_missing_region_are_a_config_error(vgg):
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    with pytest.raises(ConfigError, match="region 5"):
+        transfer(content, style, cm, sm, vgg, StyleTransferParams(iterations=1, regions={5: RegionSettings()}))
+
+
+def test_colour_normalised_transfer_restores_the_content_palette(vgg):
+    from pst_core.color import normalize_pair, restore_palette
+
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    cn, sn, t = normalize_pair(content, style, "linear", "content_to_style")
+    out = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=10, mapping={0: 0, 1: 1}))
+    final = restore_palette(out.image, t, "content")
+    mean = final.reshape(3, -1).mean(1)
+    assert np.abs(mean - content.reshape(3, -1).mean(1)).max() < 0.05
+    assert np.abs(mean - style.reshape(3, -1).mean(1)).max() > 0.1
