@@ -24,12 +24,18 @@ def _quiet_prefect(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("  %(message)s"))
     progress = logging.getLogger("pst.progress")
-    progress.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in progress.handlers):
+        progress.addHandler(_StderrHandler())
     progress.setLevel(logging.INFO)
     progress.propagate = False
+
+
+class _StderrHandler(logging.Handler):
+    """Progress lines on whatever sys.stderr is at the time (it may be replaced after set-up)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"  {record.getMessage()}\n")
 
 
 def _config(args):

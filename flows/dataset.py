@@ -28,7 +28,7 @@ from pst_core.runs import check_inputs, run_record
 from pst_core.store import ArtifactStore
 
 from .deployments import resolve_store
-from .pipeline import SideFutures, collect, current_run_id, segment_side
+from .pipeline import SideFutures, collect, current_run_id, normalise_colours, segment_side
 
 RESULT_COLUMNS = ["row", "content", "style", "status", "output", "computed", "cached", "seconds", "error"]
 
@@ -64,7 +64,7 @@ class Planner:
         device = self._check(row, config)
         c = self.side(row.content, "content", config, device, plan)
         s = self.side(row.style, "style", config, device, plan)
-        normalised = t.color_normalize.submit(self.store, c.load, s.load, config.color_normalize)
+        normalised = normalise_colours(self.store, c, s, config)
         styled = t.style_transfer.submit(self.store, normalised, c.regions, s.regions, config.style_transfer,
                                          config.params("features", "content"), device)
         plan.final = t.unnormalize.submit(self.store, styled, normalised, config.unnormalize)

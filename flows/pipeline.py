@@ -59,6 +59,14 @@ def segment_side(store: str, path: str, side: str, config: PipelineConfig, devic
     return SideFutures(loaded, regions, futures + [regions])
 
 
+def normalise_colours(store: str, c: SideFutures, s: SideFutures, config: PipelineConfig) -> PrefectFuture:
+    """color_normalize; region-aware (after both segmentations) when color_normalize.regions is set."""
+    if config.color_normalize.regions:
+        return t.color_normalize.submit(store, c.load, s.load, config.color_normalize, c.regions, s.regions,
+                                        stages.colour_mapping(config.style_transfer.mapping))
+    return t.color_normalize.submit(store, c.load, s.load, config.color_normalize)
+
+
 def collect(futures: list[PrefectFuture]) -> tuple[list[StageOutcome], BaseException | None]:
     """Wait for every future; return the outcomes that finished and the first error, if any."""
     wait(futures)
@@ -90,7 +98,7 @@ def partitioned_style_transfer(content: str, style: str, config: PipelineConfig 
 
     c = segment_side(store, content, "content", config, device)
     s = segment_side(store, style, "style", config, device)
-    normalised = t.color_normalize.submit(store, c.load, s.load, config.color_normalize)
+    normalised = normalise_colours(store, c, s, config)
     styled = t.style_transfer.submit(store, normalised, c.regions, s.regions, config.style_transfer,
                                      config.params("features", "content"), device)
     final = t.unnormalize.submit(store, styled, normalised, config.unnormalize)

@@ -37,6 +37,10 @@ def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
         features = config.params("features", side)
         load_vgg(features.weights, features.seed, device)
     _check_mapping(config)
+    if (config.color_normalize.regions and config.color_normalize.direction == "style_to_content"
+            and config.unnormalize.palette == "style"):
+        raise ConfigError("color_normalize.regions with direction=style_to_content cannot restore "
+                          "unnormalize.palette=style (the inverse needs the style's geometry); use content_to_style")
     return device
 
 

@@ -119,18 +119,36 @@ def load(store: ArtifactStore, path: str, params: LoadParams, side: str = "conte
 
 
 # -- 2. color_normalize ----------------------------------------------------------------------------
-def color_normalize(store: ArtifactStore, content_key: str, style_key: str, params: ColorNormalizeParams
-                    ) -> StageOutcome:
+def color_normalize(store: ArtifactStore, content_key: str, style_key: str, params: ColorNormalizeParams,
+                    regions: tuple[str, str] | None = None, mapping: Any = None) -> StageOutcome:
+    """Fit and apply the colour transform. With ``params.regions``, ``regions`` holds the content and
+    style fuse_segmentation keys and ``mapping`` the region mapping (a dict, or "overlap")."""
+    inputs = {"content": content_key, "style": style_key}
+    key_params = params.model_dump()
+    if params.regions:
+        inputs.update(content_regions=regions[0], style_regions=regions[1])
+        key_params["mapping"] = {str(c): s for c, s in mapping.items()} if isinstance(mapping, dict) else mapping
+
     def compute():
+        masks = {}
+        if params.regions:
+            masks = {"content_masks": read_regions(store, regions[0]), "style_masks": read_regions(store, regions[1]),
+                     "mapping": mapping}
         content, style, transform = normalize_pair(_image(store, content_key), _image(store, style_key),
-                                                   params.method, params.direction)
+                                                   params.method, params.direction, **masks)
         arrays = {"content": ArrayOut(content, ("channel", "y", "x")),
                   "style": ArrayOut(style, ("channel", "style_y", "style_x")),
                   **_small_arrays("transform_", transform.to_arrays())}
         return arrays, {"transform": transform.to_attrs()}
 
-    return _execute(store, "color_normalize", params.model_dump(),
-                    {"content": content_key, "style": style_key}, compute)
+    return _execute(store, "color_normalize", key_params, inputs, compute)
+
+
+def colour_mapping(mapping: Any) -> Any:
+    """The mapping a region-aware colour transform uses: the transfer's, where it is known before the
+    transfer (explicit or overlap); ``auto`` compares features of the normalised images, so colour uses
+    ``overlap`` then."""
+    return mapping if isinstance(mapping, dict) else "overlap"
 
 
 def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:

@@ -9,6 +9,7 @@ the zarr store is the cache.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -43,8 +44,11 @@ def load(store: str, path: str, params: LoadParams, side: str):
 
 
 @stage_task(name="color_normalize")
-def color_normalize(store: str, content: StageOutcome, style: StageOutcome, params: ColorNormalizeParams):
-    return _finish(stages.color_normalize(ArtifactStore(store), content.key, style.key, params))
+def color_normalize(store: str, content: StageOutcome, style: StageOutcome, params: ColorNormalizeParams,
+                    content_regions: StageOutcome | None = None, style_regions: StageOutcome | None = None,
+                    mapping: Any = None):
+    regions = (content_regions.key, style_regions.key) if params.regions else None
+    return _finish(stages.color_normalize(ArtifactStore(store), content.key, style.key, params, regions, mapping))
 
 
 @stage_task(name="features", task_run_name="features-{side}")

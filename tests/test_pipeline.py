@@ -107,3 +107,12 @@ def test_style_loss_falls(first_run):
     loss = ArtifactStore(store).open("style_transfer", key).array("loss_style")
     loss = loss[np.isfinite(loss)]
     assert loss[-1] < 0.7 * loss[0]
+
+
+def test_region_aware_colour_normalisation(images, tmp_path):
+    result = _run(images, str(tmp_path), ["color_normalize.regions=true", "style_transfer.mapping=overlap"])
+    color = next(s for s in result["stages"] if s["stage"] == "color_normalize")
+    entry = ArtifactStore(str(tmp_path)).open("color_normalize", color["key"])
+    assert entry.attrs["transform"]["regions"] is True
+    assert set(entry.attrs["inputs"]) == {"content", "style", "content_regions", "style_regions"}
+    assert entry.array("transform_matrix").shape[0] == 2  # one transform per content region
