@@ -11,6 +11,7 @@ fixed centred ellipse (semi-axes a third of the width and height) that looks at 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import sys
@@ -33,11 +34,13 @@ from pst_core.vgg import load_vgg  # noqa: E402
 # What each part contributes: each variant is the preset plus these --set assignments.
 ABLATIONS: dict[str, list[str]] = {
     "colour only": ["cluster_layer.layers=[\"rgb\"]"],
-    "layers, no colour": ["cluster_layer.layers=relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"],
+    "layers, no colour": ["cluster_layer.layers=relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
+                          "fuse_segmentation.layer_weights={}"],
     "backprop upsample": ["backprop_clusters.method=upsample"],
     "backprop vjp": ["backprop_clusters.method=vjp"],
-    "fuse: no smoothness": ["fuse_segmentation.smoothness=0"],
-    "fuse: no coordinates": ["fuse_segmentation.coords_weight=0"],
+    "fuse: colour weight 1": ["fuse_segmentation.layer_weights={}"],
+    "fuse: smoothness 1": ["fuse_segmentation.smoothness=1"],
+    "fuse: coordinates 1": ["fuse_segmentation.coords_weight=1"],
     "balance 0.5": ["cluster_layer.balance_weight=0.5", "fuse_segmentation.balance_weight=0.5"],
     "balance 1.0": ["cluster_layer.balance_weight=1.0", "fuse_segmentation.balance_weight=1.0"],
     "balance 2.0": ["cluster_layer.balance_weight=2.0", "fuse_segmentation.balance_weight=2.0"],
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(p for p in Path(args.data).glob("*.png") if not p.name.endswith(".mask.png"))
     paths = paths[: args.limit] if args.limit else paths
     pairs = [load_pair(p, args.size) for p in paths]
-    base = build_config(PRESETS[args.preset], args.sets)
+    preset = lambda: copy.deepcopy(PRESETS[args.preset])  # noqa: E731  (build_config mutates nested dicts)
+    base = build_config(preset(), args.sets)
     vgg = load_vgg(base.features.weights, base.features.seed)
     print(f"{len(pairs)} images from {args.data} at {args.size} px; preset {args.preset} {args.sets}; "
           f"layers {cluster_layers(base.cluster_layer, base.features.layers)}; weights {base.features.weights}")
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     variants = {f"ours ({args.preset})": base}
     if args.ablation:
-        variants.update({f"  {name}": build_config(PRESETS[args.preset], [*args.sets, *sets])
+        variants.update({f"  {name}": build_config(preset(), [*args.sets, *sets])
                          for name, sets in ABLATIONS.items()})
     for name, config in variants.items():
         scores, seconds = run_ours(config, pairs, ks, vgg)
