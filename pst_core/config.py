@@ -79,7 +79,7 @@ class ClusterLayerParams(StageParams):
 
 class BackpropParams(StageParams):
     method: Literal["vjp", "upsample"] = Field(
-        "vjp", description="vjp: |d sum p_k / d image| through head and VGG; upsample: bilinear p_k"
+        "upsample", description="vjp: |d sum p_k / d image| through head and VGG; upsample: bilinear p_k"
     )
     blur: float = Field(2.0, ge=0, le=64, description="Gaussian blur sigma (pixels at the working size)")
 
@@ -93,7 +93,9 @@ class FuseParams(StageParams):
     coords_weight: float = Field(0.0, ge=0, le=1e3)
     lr: float = Field(0.05, gt=0, le=10)
     seed: int = Field(0, ge=0)
-    layer_weights: dict[str, float] = Field(default_factory=dict, description="Weight per layer name (default 1)")
+    layer_weights: dict[str, float] = Field(
+        default_factory=lambda: {"rgb": 2.0}, description="Weight per layer name (default 1); colour counts double"
+    )
 
 
 class RegionSettings(StageParams):

@@ -1,0 +1,93 @@
+"""Per-layer soft clusters brought back to image resolution, as per-pixel distributions over K.
+
+Colour features (layer ``rgb``) are CIE Lab (D65) of the image: Lab separates lightness from
+chroma, and k-means on Lab beats k-means on RGB on our labelled set. The head standardises them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .maxent import ClusterHead
+
+_SRGB_TO_XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
+                             [0.2126729, 0.7151522, 0.0721750],
+                             [0.0193339, 0.1191920, 0.9503041]])
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883])
+
+
+def colour_features(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) sRGB in [0, 1] -> (3, H, W) CIE Lab."""
+    rgb = image.float().clamp(0, 1)
+    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = torch.einsum("ij,jhw->ihw", _SRGB_TO_XYZ, linear) / _WHITE_D65.view(3, 1, 1)
+    f = torch.where(xyz > (6 / 29) ** 3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def layer_features(image: torch.Tensor, vgg, layer: str) -> torch.Tensor:
+    """The features cluster_layer clusters: (C, h, w) activations of ``layer``, or Lab for 'rgb'."""
+    if layer == "rgb":
+        return colour_features(image)
+    return vgg(image[None], [layer])[layer][0]
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (K, H, W) maps, reflecting at the borders."""
+    if sigma <= 0:
+        return maps
+    radius = min(int(math.ceil(3 * sigma)), maps.shape[-2] - 1, maps.shape[-1] - 1)
+    if radius < 1:
+        return maps
+    t = torch.arange(-radius, radius + 1, dtype=maps.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = maps[:, None]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def _normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Per-pixel distribution over K; a pixel with no evidence at all becomes uniform."""
+    maps = maps.clamp_min(0) + 1e-12
+    return maps / maps.sum(0, keepdim=True)
+
+
+def _vjp_maps(image: torch.Tensor, vgg, layer: str, head: ClusterHead) -> torch.Tensor:
+    """|d(sum_x p_k(x)) / d image| summed over colour channels, for every k at once."""
+    x = image.detach().float().clone().requires_grad_(True)
+    p = head.probs(vgg(x[None], [layer])[layer][0])
+    mass = p.sum((1, 2))
+    # One batched backward (vmap over the K one-hot cotangents) reuses the single forward graph.
+    (grads,) = torch.autograd.grad(mass, x, torch.eye(head.k), is_grads_batched=True)
+    maps = grads.abs().sum(1)
+    # Raw gradient magnitudes differ in scale between clusters; give each map its cluster's mass.
+    share = p.detach().mean((1, 2))
+    return maps / maps.mean((1, 2), keepdim=True).clamp_min(1e-20) * share.view(-1, 1, 1)
+
+
+def backprop_indicators(image: torch.Tensor, vgg, layer: str, head: ClusterHead, *, method: str = "vjp",
+                        blur: float = 2.0) -> torch.Tensor:
+    """image (3, H, W) in [0, 1] -> (K, H, W) per-pixel distributions over the head's clusters.
+
+    rgb: the head applied to the image's colour features. Otherwise ``vjp`` (|d sum p_k / d image|
+    through head and VGG) or ``upsample`` (bilinear p_k). Blur sigma is in image pixels.
+    """
+    h, w = image.shape[-2:]
+    if layer == "rgb":
+        with torch.no_grad():
+            maps = head.probs(colour_features(image))
+    elif method == "upsample":
+        with torch.no_grad():
+            p = head.probs(layer_features(image, vgg, layer))
+            maps = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    elif method == "vjp":
+        maps = _vjp_maps(image, vgg, layer, head)
+    else:
+        raise ConfigError(f"backprop_clusters.method: unknown method {method!r} (vjp or upsample)")
+    return _normalise(gaussian_blur(maps.detach(), blur))

@@ -1,0 +1,26 @@
+"""Named segmentation presets: raw config dicts in the shape of PipelineConfig.
+
+- ``seed``: the original system's configuration (colour + conv1_2 + conv5_4, 3 clusters each, so
+  9 indicator channels fused into 3 regions; cluster backprop; no smoothness, no coordinates).
+- ``default``: our tuned defaults (those of config.py), spelled out.
+"""
+
+from __future__ import annotations
+
+from .config import BackpropParams, ClusterLayerParams, FuseParams
+
+PRESETS: dict[str, dict] = {
+    "seed": {
+        "features": {"layers": ["conv1_2", "conv5_4"]},
+        "cluster_layer": {"k": 3, "layers": ["rgb", "conv1_2", "conv5_4"], "smoothness": 0.0,
+                          "coords_weight": 0.0, "balance_weight": 1.0, "entropy_weight": 1.0},
+        "backprop_clusters": {"method": "vjp"},
+        "fuse_segmentation": {"k": 3, "smoothness": 0.0, "coords_weight": 0.0, "layer_weights": {},
+                              "balance_weight": 1.0, "entropy_weight": 1.0},
+    },
+    "default": {
+        "cluster_layer": ClusterLayerParams().model_dump(),
+        "backprop_clusters": BackpropParams().model_dump(),
+        "fuse_segmentation": FuseParams().model_dump(),
+    },
+}

@@ -1,0 +1,48 @@
+"""The whole per-image segmentation: cluster each layer, bring it back to the image, fuse.
+
+The pipeline runs these three steps as separate cached stages, in exactly this composition.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backprop import backprop_indicators, colour_features
+from .config import BackpropParams, ClusterLayerParams, FuseParams
+from .fusion import fuse_indicators
+from .maxent import maxent_cluster
+
+
+def cluster_layers(cluster: ClusterLayerParams, layers: list[str]) -> list[str]:
+    """The layers that are clustered: cluster_layer.layers, or rgb + the feature layers."""
+    return list(cluster.layers) if cluster.layers is not None else ["rgb", *layers]
+
+
+def layer_indicators(image: torch.Tensor, vgg, layers: list[str], cluster: ClusterLayerParams,
+                     backprop: BackpropParams) -> dict[str, torch.Tensor]:
+    """{layer: (K, H, W)} indicators at image resolution, one max-entropy clustering per layer."""
+    names = cluster_layers(cluster, layers)
+    deep = [name for name in names if name != "rgb"]
+    with torch.no_grad():
+        activations = {name: a[0] for name, a in vgg(image[None], deep).items()} if deep else {}
+    if "rgb" in names:
+        activations["rgb"] = colour_features(image)
+    out = {}
+    for name in names:
+        head, _, _ = maxent_cluster(activations[name], cluster.k, iterations=cluster.iterations,
+                                    entropy_weight=cluster.entropy_weight, balance_weight=cluster.balance_weight,
+                                    smoothness=cluster.smoothness, coords_weight=cluster.coords_weight,
+                                    lr=cluster.lr, seed=cluster.seed)
+        out[name] = backprop_indicators(image, vgg, name, head, method=backprop.method, blur=backprop.blur)
+    return out
+
+
+def fuse_regions(indicators: dict[str, torch.Tensor], params: FuseParams) -> torch.Tensor:
+    _, regions = fuse_indicators(indicators, **params.model_dump())
+    return regions
+
+
+def segment_image(image: torch.Tensor, vgg, layers: list[str], cluster: ClusterLayerParams,
+                  backprop: BackpropParams, fuse: FuseParams) -> torch.Tensor:
+    """image (3, H, W) in [0, 1] -> soft regions (fuse.k, H, W), largest first."""
+    return fuse_regions(layer_indicators(image, vgg, layers, cluster, backprop), fuse)
