@@ -162,7 +162,18 @@ def cmd_serve(args) -> int:
 def cmd_params(args) -> int:
     from pst_core.config import parameter_reference
 
-    print(parameter_reference())
+    table = parameter_reference()
+    if args.update_readme:
+        readme = Path(args.update_readme)
+        text = readme.read_text()
+        start, end = "<!-- parameters:start -->", "<!-- parameters:end -->"
+        if start not in text or end not in text:
+            raise PstError(f"{readme}: no {start} ... {end} markers to replace")
+        head, rest = text.split(start, 1)
+        readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+        print(f"parameter reference updated in {readme}")
+    else:
+        print(table)
     return 0
 
 
@@ -217,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
 
     prm = sub.add_parser("params", help="print every parameter with its default (markdown)")
+    prm.add_argument("--update-readme", metavar="README", help="replace the reference between the markers")
     prm.set_defaults(func=cmd_params)
 
     from flows.cli_inspect import add_commands
