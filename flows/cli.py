@@ -41,7 +41,7 @@ class _StderrHandler(logging.Handler):
 def _config(args):
     from pst_core.config import build_config
 
-    return build_config(sets=args.set or [], config_file=args.config)
+    return build_config(sets=args.set or [], config_file=args.config, preset=getattr(args, "preset", None))
 
 
 def cmd_run(args) -> int:
@@ -82,7 +82,7 @@ def cmd_segment(args) -> int:
     if args.regions < 1:
         raise PstError(f"--regions {args.regions}: must be at least 1")
     config = _config(argparse.Namespace(set=[*(args.set or []), f"content.fuse_segmentation.k={args.regions}"],
-                                        config=args.config))
+                                        config=args.config, preset=args.preset))
     store = ArtifactStore(args.store)
     preflight(store, {"content": args.image}, config)
     from flows.pipeline import segment_image
@@ -106,7 +106,7 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
                             out=str(out), store=args.store, set=[*DEMO_SETTINGS, *(args.set or [])],
-                            config=None, json=False)
+                            config=None, preset=None, json=False)
     print(f"pst demo: {ns.content} styled with {ns.style} (random VGG19 weights, offline)")
     cmd_run(ns)
     print(f"\noutput image: {out.resolve()}\nmasks and every intermediate: store {Path(args.store).resolve()} "
@@ -143,7 +143,7 @@ def cmd_dataset(args) -> int:
 def cmd_deploy(args) -> int:
     from flows.deployments import deploy_all
 
-    defaults = _config(args).model_dump(mode="json") if (args.set or args.config) else None
+    defaults = _config(args).model_dump(mode="json") if (args.set or args.config or args.preset) else None
     ids = deploy_all(args.pool, args.store, defaults)
     for name, deployment_id in ids.items():
         print(f"deployed {name} on work pool {args.pool!r} ({deployment_id})")
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE",
                        help="set a parameter (repeatable); content.|style. prefixes set one side only")
         p.add_argument("--config", help="YAML or JSON file of {stage: {param: value}}")
+        p.add_argument("--preset", help="named settings under everything else: 'seed' (the original system's "
+                                        "segmentation) or 'default'")
 
     run = sub.add_parser("run", help="stylise one content image with one style image")
     run.add_argument("content")
@@ -222,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--store", help="the store every worker writes to (sets the Prefect variable pst_store)")
     dep.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="default parameters")
     dep.add_argument("--config", help="default parameters from a YAML or JSON file")
+    dep.add_argument("--preset", help="named default settings ('seed' or 'default')")
     dep.set_defaults(func=cmd_deploy)
 
     srv = sub.add_parser("serve", help="serve both flows from this process (no work pool needed)")

@@ -287,10 +287,17 @@ def set_parameter(raw: dict[str, Any], assignment: str) -> None:
     target[param] = value
 
 
-def build_config(base: dict[str, Any] | None = None, sets: list[str] = (), config_file: str | None = None
-                 ) -> PipelineConfig:
-    """Defaults <- config file <- base dict <- ``--set`` assignments, validated as one model."""
+def build_config(base: dict[str, Any] | None = None, sets: list[str] = (), config_file: str | None = None,
+                 preset: str | None = None) -> PipelineConfig:
+    """Defaults <- preset <- config file <- base dict <- ``--set`` assignments, validated as one model."""
     raw: dict[str, Any] = {}
+    if preset:
+        from .presets import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset {preset!r}: unknown preset{_suggest(preset, list(PRESETS))} "
+                              f"(have {', '.join(PRESETS)})")
+        raw = _deep_merge(raw, PRESETS[preset])
     if config_file:
         raw = _deep_merge(raw, read_config_file(config_file))
     if base:

@@ -44,3 +44,13 @@ def test_config_file(tmp_path):
     assert config.cluster_layer.k == 4 and config.cluster_layer.seed == 3
     assert config.params("fuse_segmentation", "style").k == 2
     assert config.params("fuse_segmentation", "content").k == 3
+
+
+def test_seed_preset_is_the_original_configuration_and_sets_override_it():
+    config = build_config(preset="seed", sets=["fuse_segmentation.k=4"])
+    assert config.features.layers == ["conv1_2", "conv5_4"]
+    assert config.cluster_layer.layers == ["rgb", "conv1_2", "conv5_4"] and config.cluster_layer.k == 3
+    assert config.backprop_clusters.method == "vjp"
+    assert config.fuse_segmentation.k == 4
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build_config(preset="sed")
