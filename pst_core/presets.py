@@ -1,7 +1,8 @@
 """Named segmentation presets: raw config dicts in the shape of PipelineConfig.
 
 - ``seed``: the original system's configuration (colour + conv1_2 + conv5_4, 3 clusters each, so
-  9 indicator channels fused into 3 regions; cluster backprop; no smoothness, no coordinates).
+  9 indicator channels fused into 3 regions; cluster backprop (vjp); full-length training with
+  balanced clusters; no smoothness, no coordinates, all layers weighted equally).
 - ``default``: our tuned defaults (those of config.py), spelled out.
 """
 
@@ -12,10 +13,10 @@ from .config import BackpropParams, ClusterLayerParams, FuseParams
 PRESETS: dict[str, dict] = {
     "seed": {
         "features": {"layers": ["conv1_2", "conv5_4"]},
-        "cluster_layer": {"k": 3, "layers": ["rgb", "conv1_2", "conv5_4"], "smoothness": 0.0,
+        "cluster_layer": {"k": 3, "layers": ["rgb", "conv1_2", "conv5_4"], "iterations": 200, "smoothness": 0.0,
                           "coords_weight": 0.0, "balance_weight": 1.0, "entropy_weight": 1.0},
         "backprop_clusters": {"method": "vjp"},
-        "fuse_segmentation": {"k": 3, "smoothness": 0.0, "coords_weight": 0.0, "layer_weights": {},
+        "fuse_segmentation": {"k": 3, "iterations": 300, "smoothness": 0.0, "coords_weight": 0.0, "layer_weights": {},
                               "balance_weight": 1.0, "entropy_weight": 1.0},
     },
     "default": {

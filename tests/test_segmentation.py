@@ -107,14 +107,15 @@ def test_fusion_orders_regions_by_size_and_weights_layers():
 
 def test_segment_image_is_deterministic_and_finds_the_disk(vgg):
     image, truth = disk()
-    config = build_config(copy.deepcopy(PRESETS["default"]), ["features.layers=relu1_1,relu3_1", "fuse_segmentation.k=3"])
+    config = build_config(copy.deepcopy(PRESETS["default"]), ["features.layers=relu1_1,relu3_1", "fuse_segmentation.k=2"])
     run = lambda: segment_image(image, vgg, config.features.layers, config.cluster_layer,  # noqa: E731
                                 config.backprop_clusters, config.fuse_segmentation)
     first, second = run(), run()
     assert torch.equal(first, second)
-    assert first.shape == (3, 64, 64)
+    assert first.shape == (2, 64, 64)
     assert torch.allclose(first.sum(0), torch.ones(64, 64), atol=1e-5)
-    assert best_iou(first.argmax(0), truth, 3) > 0.9
+    # Blur and smoothness round the region edges by a pixel or two, hence not ~1.
+    assert best_iou(first.argmax(0), truth, 2) > 0.85
 
 
 def test_presets_are_valid_configs():
