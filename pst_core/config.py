@@ -8,7 +8,10 @@ stage's own model only, so a change re-runs exactly that stage and what is downs
 
 from __future__ import annotations
 
+import copy
 import difflib
+import types
+import typing
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -236,6 +239,12 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def _is_list_field(annotation: Any) -> bool:
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    return any(typing.get_origin(option) is list for option in options)
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     hint = difflib.get_close_matches(name, choices, n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -284,7 +293,7 @@ def set_parameter(raw: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"parameter {name!r}: {stage} joins both images and has no per-side settings")
     target = raw.setdefault(side, {}).setdefault(stage, {}) if side else raw.setdefault(stage, {})
     value = _parse_value(text)
-    if isinstance(value, str) and str(STAGE_MODELS[stage].model_fields[param].annotation).startswith("list"):
+    if isinstance(value, str) and _is_list_field(STAGE_MODELS[stage].model_fields[param].annotation):
         value = [value]  # a one-element list needs no comma: features.layers=relu3_1
     target[param] = value
 
@@ -358,9 +367,11 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
+    """A new dict: b over a, recursively. Neither input is changed (presets are shared)."""
+    out = copy.deepcopy(a)
     for key, value in b.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+        out[key] = (_deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict)
+                    else copy.deepcopy(value))
     return out
 
 

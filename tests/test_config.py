@@ -52,5 +52,7 @@ def test_seed_preset_is_the_original_configuration_and_sets_override_it():
     assert config.cluster_layer.layers == ["rgb", "conv1_2", "conv5_4"] and config.cluster_layer.k == 3
     assert config.backprop_clusters.method == "vjp"
     assert config.fuse_segmentation.k == 4
+    assert build_config(preset="seed").fuse_segmentation.k == 3  # the preset itself is untouched
+    assert build_config(sets=["cluster_layer.layers=rgb"]).cluster_layer.layers == ["rgb"]
     with pytest.raises(ConfigError, match="unknown preset"):
         build_config(preset="sed")

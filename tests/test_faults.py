@@ -131,7 +131,7 @@ def _env(home):
 def test_sigkill_at_random_moments_then_a_normal_run_is_clean(images, tmp_path, prefect_server):
     store = tmp_path / "store"
     base = [*PST, "run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
-            str(store), *SETS, "--set", "style_transfer.iterations=30"]
+            str(store), *SETS, "--set", "style_transfer.iterations=300"]
     env = _env(tmp_path / "home")
     rng = random.Random(0)
     kills = 0
@@ -139,7 +139,7 @@ def test_sigkill_at_random_moments_then_a_normal_run_is_clean(images, tmp_path, 
         # a new seed each time, so every attempt has new entries to write when it is killed
         proc = subprocess.Popen([*base, "--set", f"style_transfer.seed={attempt}"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(2.0, 9.0))
+        time.sleep(rng.uniform(1.0, 8.0))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the run and its Prefect server, mid-whatever
             kills += 1
