@@ -22,7 +22,7 @@ from pst_core import stages
 from pst_core.config import PipelineConfig
 from pst_core.errors import PstError
 from pst_core.imageio import save_image
-from pst_core.runs import preflight, run_record, stage_table
+from pst_core.runs import preflight, run_record
 from pst_core.stages import StageOutcome
 from pst_core.store import ArtifactStore
 
@@ -116,7 +116,6 @@ def partitioned_style_transfer(content: str, style: str, config: PipelineConfig 
     record = run_record(run_id, "partitioned-style-transfer", inputs, config, outcomes, started, output=out)
     artifact_store.write_run(record)
     publish_run_summary(record, store)
-    print(stage_table(outcomes))
     return {"run_id": run_id, "output": out, "unnormalize_key": outcomes[-1].key,
             "stages": [_public(o) for o in outcomes]}
 
