@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from pst_core.config import StyleTransferParams
-from pst_core.losses import GramLoss, Region
-from pst_core.mapping import resize_masks
+from pst_core.losses import region_style_distances
 from pst_core.style import transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.vgg import load_vgg
@@ -32,17 +31,7 @@ FIDELITY_LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
 
 
 def style_distances(vgg, output, content_masks, style, style_masks, layers=FIDELITY_LAYERS):
-    """d[r, s]: relative Gram distance between content region r of the output and style region s."""
-    with torch.no_grad():
-        fo, fs = vgg(torch.tensor(output)[None], layers), vgg(torch.tensor(style)[None], layers)
-    d = np.zeros((len(content_masks), len(style_masks)))
-    for r in range(len(content_masks)):
-        for s in range(len(style_masks)):
-            for layer in layers:
-                target = Region(resize_masks(torch.tensor(style_masks[s:s + 1]), fs[layer].shape[-2:])[0])
-                region = Region(resize_masks(torch.tensor(content_masks[r:r + 1]), fo[layer].shape[-2:])[0])
-                d[r, s] += float(GramLoss(fs[layer][0], target)(fo[layer][0], region)) / len(layers)
-    return d
+    return region_style_distances(vgg, output, content_masks, style, style_masks, layers)
 
 
 def fidelity(vgg, size: int, iterations: int) -> None:

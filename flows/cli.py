@@ -45,7 +45,7 @@ def _config(args):
 
 
 def cmd_run(args) -> int:
-    from pst_core.runs import preflight, stage_table
+    from pst_core.runs import preflight
     from pst_core.store import ArtifactStore
 
     config = _config(args)
@@ -147,8 +147,8 @@ def cmd_deploy(args) -> int:
     ids = deploy_all(args.pool, args.store, defaults)
     for name, deployment_id in ids.items():
         print(f"deployed {name} on work pool {args.pool!r} ({deployment_id})")
-    print(f"run one with: prefect deployment run 'partitioned-style-transfer/pst-pair' "
-          f"--param content=... --param style=... --param out=...")
+    print("run one with: prefect deployment run 'partitioned-style-transfer/pst-pair' "
+          "--param content=... --param style=... --param out=...")
     return 0
 
 

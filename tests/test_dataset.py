@@ -1,7 +1,6 @@
 """Dataset runs on real components: a manifest, a real store, Prefect thread and Dask runners, S3."""
 
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -114,7 +113,7 @@ def s3_endpoint(monkeypatch):
 
     s3fs.S3FileSystem.clear_instance_cache()
     s3fs.S3FileSystem().mkdir("pst-test")
-    yield f"s3://pst-test/store"
+    yield "s3://pst-test/store"
     server.stop()
     s3fs.S3FileSystem.clear_instance_cache()
 

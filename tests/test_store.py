@@ -1,7 +1,5 @@
 """The artifact store on a real local zarr store: atomic publish, crash safety, records."""
 
-import json
-import os
 import signal
 import subprocess
 import sys
