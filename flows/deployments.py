@@ -48,4 +48,6 @@ def serve_all() -> None:
     from flows.dataset import dataset
     from flows.pipeline import partitioned_style_transfer
 
-    serve(partitioned_style_transfer.to_deployment(name=PAIR[1]), dataset.to_deployment(name=DATASET[1]))
+    # Names of their own, so serving never replaces the work-pool deployments of the same flows.
+    serve(partitioned_style_transfer.to_deployment(name=f"{PAIR[1]}-served"),
+          dataset.to_deployment(name=f"{DATASET[1]}-served"))

@@ -56,3 +56,37 @@ def test_seed_preset_is_the_original_configuration_and_sets_override_it():
     assert build_config(sets=["cluster_layer.layers=rgb"]).cluster_layer.layers == ["rgb"]
     with pytest.raises(ConfigError, match="unknown preset"):
         build_config(preset="sed")
+
+
+def test_pretrained_weights_that_cannot_be_had_name_both_alternatives(monkeypatch):
+    """Offline, torchvision's download fails; the error must say what to do instead."""
+    from urllib.error import URLError
+
+    from torchvision.models import VGG19_Weights
+
+    from pst_core import vgg
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(type(VGG19_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    vgg._build.cache_clear()
+    with pytest.raises(ConfigError) as info:
+        vgg.load_vgg("imagenet")
+    message = str(info.value)
+    assert "features.weights=imagenet" in message and "features.weights=PATH" in message
+    assert "features.weights=random" in message and "\n" not in message
+
+
+def test_local_weights_file_is_used(tmp_path):
+    import torch
+
+    from pst_core import vgg
+
+    reference = vgg.load_vgg("random", seed=3)
+    path = tmp_path / "vgg.pth"
+    torch.save(reference.body.state_dict(), path)
+    loaded = vgg.load_vgg(str(path))
+    image = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(image, ["relu3_1"])["relu3_1"], reference(image, ["relu3_1"])["relu3_1"])
+    assert vgg.weights_fingerprint(str(path)).startswith("sha256:")

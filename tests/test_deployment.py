@@ -79,7 +79,7 @@ def server(tmp_path_factory):
         sets = sum((["--set", s] for s in FAST), [])
         services.run(str(BIN / "pst"), "deploy", "--pool", "pst-test", "--store", store, *sets)
         services.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", "pst-test", "--type", "process")
-        yield {"api": api, "store": store, "folder": folder}
+        yield {"api": api, "store": store, "folder": folder, "services": services}
     finally:
         services.stop()
 
@@ -164,3 +164,24 @@ def test_dataset_deployment(server, images, tmp_path):
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(table.status) == ["ok", "ok", "ok"]
     assert any(a.type == "table" for a in artifacts)
+
+
+def test_pst_serve_runs_a_served_deployment(server, images, tmp_path):
+    server["services"].start("serve", str(BIN / "pst"), "serve")
+    out = str(tmp_path / "served.png")
+    params = {"content": images["content"], "style": images["style"], "out": out,
+              "config": build_config(sets=FAST).model_dump(mode="json")}
+
+    async def served(client):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                return await client.read_deployment_by_name("partitioned-style-transfer/pst-pair-served")
+            except Exception:
+                await asyncio.sleep(1)
+        raise AssertionError("pst serve registered no deployment")
+
+    _with_api(server["api"], served)
+    run, _, _ = _run_deployment(server["api"], "partitioned-style-transfer/pst-pair-served", params)
+    assert run.state.is_completed(), run.state.message
+    assert Image.open(out).size == (40, 32)
