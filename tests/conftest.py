@@ -9,9 +9,15 @@ os.environ["PREFECT_HOME"] = _HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import logging  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+# s3fs/zarr keep aiohttp sessions of the S3 test's filesystems until interpreter exit, where asyncio
+# reports each as "Unclosed client session" after pytest's summary; they are closed by then anyway.
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 # Tiny, fast settings: real stages, few iterations, small images.
 FAST = [
