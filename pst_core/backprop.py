@@ -72,11 +72,12 @@ def _vjp_maps(image: torch.Tensor, vgg, layer: str, head: ClusterHead) -> torch.
 
 
 def backprop_indicators(image: torch.Tensor, vgg, layer: str, head: ClusterHead, *, method: str = "vjp",
-                        blur: float = 2.0) -> torch.Tensor:
+                        blur: float = 2.0, features: torch.Tensor | None = None) -> torch.Tensor:
     """image (3, H, W) in [0, 1] -> (K, H, W) per-pixel distributions over the head's clusters.
 
     rgb: the head applied to the image's colour features. Otherwise ``vjp`` (|d sum p_k / d image|
     through head and VGG) or ``upsample`` (bilinear p_k). Blur sigma is in image pixels.
+    ``features``: the layer's activations when the caller has them (upsample then runs no network).
     """
     h, w = image.shape[-2:]
     if layer == "rgb":
@@ -84,7 +85,7 @@ def backprop_indicators(image: torch.Tensor, vgg, layer: str, head: ClusterHead,
             maps = head.probs(colour_features(image))
     elif method == "upsample":
         with torch.no_grad():
-            p = head.probs(layer_features(image, vgg, layer))
+            p = head.probs(layer_features(image, vgg, layer) if features is None else features)
             maps = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     elif method == "vjp":
         maps = _vjp_maps(image, vgg, layer, head)

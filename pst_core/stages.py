@@ -30,7 +30,7 @@ STAGE_VERSIONS = {
     "color_normalize": 1,
     "features": 1,
     "cluster_layer": 1,
-    "backprop_clusters": 1,
+    "backprop_clusters": 2,
     "fuse_segmentation": 1,
     "style_transfer": 1,
     "unnormalize": 1,
@@ -220,10 +220,14 @@ def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_
     from .maxent import ClusterHead
 
     def compute():
-        head = ClusterHead.from_arrays(_read_prefixed(store.open("cluster_layer", cluster_key), "head_"))
+        clusters = store.open("cluster_layer", cluster_key)
+        head = ClusterHead.from_arrays(_read_prefixed(clusters, "head_"))
         net = load_vgg(features_params.weights, features_params.seed, device)
+        stored = None
+        if params.method == "upsample" and layer != "rgb":  # the clustered activations are in the store
+            stored = _tensor(store.open("features", clusters.attrs["inputs"]["source"]).array(layer), device)
         indicators = backprop_indicators(_tensor(_image(store, image_key), device), net, layer, head,
-                                         method=params.method, blur=params.blur)
+                                         method=params.method, blur=params.blur, features=stored)
         return {"indicators": ArrayOut(indicators.detach().cpu().numpy(), ("cluster", "y", "x"))}, {}
 
     return _execute(store, "backprop_clusters", {**params.model_dump(), "layer": layer},

@@ -34,7 +34,10 @@ from .errors import StoreError
 
 MARKER = "complete"
 DEFAULT_STORE = "artifacts"
-_CHUNK_BYTES = 8 << 20  # ~8 MiB chunks: few files per entry, whole-array reads stay fast
+# Chunks of up to 64 MiB, split along the first axis: measured on a 512 px features entry (64 MB,
+# zstd), whole-array chunks read at ~1490 MB/s against ~760 MB/s for 8 MiB and 1 MiB chunks, with the
+# same write speed (~500 MB/s) and size on disk; stages always read whole arrays.
+_CHUNK_BYTES = 64 << 20
 
 
 @dataclass
