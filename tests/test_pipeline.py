@@ -81,11 +81,16 @@ def test_cached_tasks_are_named_cached_in_prefect(first_run, images):
     result = _run(images, store)
 
     async def states():
+        # Task run states reach the server as events, written asynchronously: wait until all are in.
         async with get_client() as client:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result["run_id"]])), limit=200,
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC)
-            return {run.state.name for run in runs}
+            for _ in range(60):
+                runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result["run_id"]])), limit=200,
+                    sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+                if len(runs) == len(result["stages"]) and all(r.state for r in runs):
+                    return {run.state.name for run in runs}
+                await asyncio.sleep(0.5)
+            return {run.state.name if run.state else None for run in runs}
 
     assert asyncio.run(states()) == {"Cached"}
 
