@@ -111,8 +111,12 @@ def _run_deployment(api, name, parameters, timeout=240):
             FlowRunFilterId
         from prefect.client.schemas.sorting import TaskRunSort
 
-        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
-                                            limit=200, sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+        for _ in range(60):  # task run states reach the server as events, written asynchronously
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                                                limit=200, sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+            if all(task.state and task.state.is_final() for task in tasks):
+                break
+            await asyncio.sleep(0.5)
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         return run, tasks, artifacts
