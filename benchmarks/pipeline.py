@@ -33,17 +33,22 @@ def worker(args) -> None:
 
     config = build_config(sets=["features.weights=random", f"load.size={args.size}",
                                 f"style_transfer.iterations={args.iterations}", *args.set])
+    configs = [config] * args.repeat
+    if args.change:  # then one more run, in this warm process, with one parameter changed
+        configs.append(build_config(base=config.model_dump(mode="json"), sets=[args.change]))
     runs = []
-    for _ in range(args.repeat):
+    for run_config in configs:
         start = time.perf_counter()
-        result = partitioned_style_transfer(CONTENT, STYLE, config=config, store=args.store)
+        result = partitioned_style_transfer(CONTENT, STYLE, config=run_config, store=args.store)
         runs.append({"wall": time.perf_counter() - start, "stages": result["stages"]})
     print(json.dumps({"runs": runs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run_worker(store: str, size: int, iterations: int, env: dict, sets=(), repeat: int = 1) -> dict:
+def run_worker(store: str, size: int, iterations: int, env: dict, sets=(), repeat: int = 1,
+               change: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--store", store, "--size", str(size), "--iterations",
            str(iterations), "--repeat", str(repeat), *sum((["--set", s] for s in sets), [])]
+    cmd += ["--change", change] if change else []
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
@@ -95,11 +100,10 @@ def overhead(size, iterations, env, tmp) -> list[dict]:
     try:
         for mode, mode_env in (("server", server_env), ("ephemeral", env)):
             store = f"{tmp}/overhead-{mode}"
-            first = run_worker(store, size, iterations, mode_env, repeat=2)
-            changed = run_worker(store, size, iterations, mode_env, sets=["style_transfer.content_weight=1.5"])
-            full, rerun = first["runs"]
+            # full run, no-change rerun, then a style_transfer change: one process, as a warm worker
+            first = run_worker(store, size, iterations, mode_env, repeat=2, change="style_transfer.content_weight=1.5")
+            full, rerun, transfer = first["runs"]
             stage_s = compute_seconds(full["stages"])
-            transfer = changed["runs"][0]
             transfer_s = compute_seconds(transfer["stages"])
             row = {"mode": mode, "wall": full["wall"], "compute": stage_s,
                    "overhead_pct": 100 * (full["wall"] - stage_s) / stage_s,
@@ -167,6 +171,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--change", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--overhead-size", type=int, default=256)
