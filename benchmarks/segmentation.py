@@ -38,7 +38,9 @@ ABLATIONS: dict[str, list[str]] = {
                           "fuse_segmentation.layer_weights={}"],
     "backprop upsample": ["backprop_clusters.method=upsample"],
     "backprop vjp": ["backprop_clusters.method=vjp"],
-    "fuse: colour weight 1": ["fuse_segmentation.layer_weights={}"],
+    "fuse: no raw colour": ["fuse_segmentation.colour_weight=0"],
+    "fuse: no raw colour, clustered colour x3": ["fuse_segmentation.colour_weight=0",
+                                                 "fuse_segmentation.layer_weights={\"rgb\": 3}"],
     "fuse: no smoothness": ["fuse_segmentation.smoothness=0"],
     "fuse: no coordinates": ["fuse_segmentation.coords_weight=0"],
     "200 iterations": ["cluster_layer.iterations=200", "fuse_segmentation.iterations=200"],
@@ -110,7 +112,7 @@ def run_ours(config, pairs, ks, vgg) -> tuple[dict[int, list[float]], list[float
         shared = time.perf_counter() - start
         for k in ks:
             start = time.perf_counter()
-            regions = fuse_regions(indicators, config.fuse_segmentation.model_copy(update={"k": k}))
+            regions = fuse_regions(indicators, config.fuse_segmentation.model_copy(update={"k": k}), image)
             if k == max(ks):
                 seconds.append(shared + time.perf_counter() - start)
             scores[k].append(best_union_iou(regions.argmax(0), truth, k))

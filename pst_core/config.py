@@ -98,8 +98,9 @@ class FuseParams(StageParams):
     coords_weight: float = Field(1.0, ge=0, le=1e3, description="Scale of y, x and centre distance (centre prior)")
     lr: float = Field(0.05, gt=0, le=10)
     seed: int = Field(0, ge=0)
-    layer_weights: dict[str, float] = Field(
-        default_factory=lambda: {"rgb": 3.0}, description="Weight per layer name (default 1); colour counts triple"
+    layer_weights: dict[str, float] = Field(default_factory=dict, description="Weight per layer name (default 1)")
+    colour_weight: float = Field(
+        4.0, ge=0, le=1e3, description="Weight of the image's own Lab colour, fused beside the indicators (0: none)"
     )
 
 

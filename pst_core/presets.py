@@ -17,7 +17,7 @@ PRESETS: dict[str, dict] = {
                           "coords_weight": 0.0, "balance_weight": 1.0, "entropy_weight": 1.0},
         "backprop_clusters": {"method": "vjp"},
         "fuse_segmentation": {"k": 3, "iterations": 300, "smoothness": 0.0, "coords_weight": 0.0, "layer_weights": {},
-                              "balance_weight": 1.0, "entropy_weight": 1.0},
+                              "balance_weight": 1.0, "entropy_weight": 1.0, "colour_weight": 0.0},
     },
     "default": {
         "cluster_layer": ClusterLayerParams().model_dump(),

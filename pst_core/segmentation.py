@@ -37,12 +37,12 @@ def layer_indicators(image: torch.Tensor, vgg, layers: list[str], cluster: Clust
     return out
 
 
-def fuse_regions(indicators: dict[str, torch.Tensor], params: FuseParams) -> torch.Tensor:
-    _, regions = fuse_indicators(indicators, **params.model_dump())
+def fuse_regions(indicators: dict[str, torch.Tensor], params: FuseParams, image: torch.Tensor) -> torch.Tensor:
+    _, regions = fuse_indicators(indicators, image=image, **params.model_dump())
     return regions
 
 
 def segment_image(image: torch.Tensor, vgg, layers: list[str], cluster: ClusterLayerParams,
                   backprop: BackpropParams, fuse: FuseParams) -> torch.Tensor:
     """image (3, H, W) in [0, 1] -> soft regions (fuse.k, H, W), largest first."""
-    return fuse_regions(layer_indicators(image, vgg, layers, cluster, backprop), fuse)
+    return fuse_regions(layer_indicators(image, vgg, layers, cluster, backprop), fuse, image)

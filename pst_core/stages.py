@@ -31,7 +31,7 @@ STAGE_VERSIONS = {
     "features": 1,
     "cluster_layer": 1,
     "backprop_clusters": 2,
-    "fuse_segmentation": 1,
+    "fuse_segmentation": 2,
     "style_transfer": 1,
     "unnormalize": 1,
 }
@@ -251,10 +251,13 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
         head, regions = fuse_indicators(
             indicators, k=params.k, layer_weights=params.layer_weights, iterations=params.iterations,
             entropy_weight=params.entropy_weight, balance_weight=params.balance_weight,
-            smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed)
+            smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed,
+            image=_tensor(_image(store, image_key)), colour_weight=params.colour_weight)
         return {**_regions_arrays(regions.detach().numpy()), **_small_arrays("head_", head.to_arrays())}, {}
 
-    inputs = {"image": image_key} if params.k == 1 else {f"indicators:{k}": v for k, v in indicator_keys.items()}
+    inputs = {"image": image_key}
+    if params.k > 1:
+        inputs.update({f"indicators:{k}": v for k, v in indicator_keys.items()})
     key_params = {"k": 1} if params.k == 1 else params.model_dump()
     return _execute(store, "fuse_segmentation", key_params, inputs, compute, side)
 

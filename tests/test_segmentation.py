@@ -53,7 +53,7 @@ def test_textures_with_equal_colours_need_layer_features(vgg):
     assert best_iou(colour.argmax(0), truth, 2) < 0.7  # colour clustering picks the stripes instead
     cluster = ClusterLayerParams(k=3, layers=["relu2_1"])
     regions = segment_image(image, vgg, ["relu2_1"], cluster, BackpropParams(method="upsample", blur=2.0),
-                            FuseParams(k=2, layer_weights={}))
+                            FuseParams(k=2, layer_weights={}, colour_weight=0.0))  # layer features alone
     assert best_iou(regions.argmax(0), truth, 2) > 0.85
 
 
