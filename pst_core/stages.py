@@ -222,9 +222,10 @@ def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_
     def compute():
         clusters = store.open("cluster_layer", cluster_key)
         head = ClusterHead.from_arrays(_read_prefixed(clusters, "head_"))
-        net = load_vgg(features_params.weights, features_params.seed, device)
+        # Only vjp runs the network: rgb needs none, and upsample reads the clustered activations.
+        net = load_vgg(features_params.weights, features_params.seed, device) if params.method == "vjp" else None
         stored = None
-        if params.method == "upsample" and layer != "rgb":  # the clustered activations are in the store
+        if params.method == "upsample" and layer != "rgb":
             stored = _tensor(store.open("features", clusters.attrs["inputs"]["source"]).array(layer), device)
         indicators = backprop_indicators(_tensor(_image(store, image_key), device), net, layer, head,
                                          method=params.method, blur=params.blur, features=stored)
