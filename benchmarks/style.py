@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/style.py                       # everything, default sizes
     PYTHONPATH=. python benchmarks/style.py --only speed --speed-sizes 256 --speed-iterations 4
+    PYTHONPATH=. python benchmarks/style.py --device cuda --speed-sizes 256 512 1024   # on a GPU
 
 Uses the seeded random VGG19 (weights='random'): pretrained weights cannot be downloaded here.
 CPU timings on a shared machine are noisy, so the variants are interleaved in rounds and compared
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 
 from pst_core.config import StyleTransferParams
+from pst_core.errors import ConfigError
 from pst_core.losses import region_style_distances
 from pst_core.style import transfer
 from pst_core.synthetic import disk_scene, two_texture_style
-from pst_core.vgg import load_vgg
+from pst_core.vgg import load_vgg, resolve_device
 
 FIDELITY_LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
 
@@ -34,7 +36,7 @@ def style_distances(vgg, output, content_masks, style, style_masks, layers=FIDEL
     return region_style_distances(vgg, output, content_masks, style, style_masks, layers)
 
 
-def fidelity(vgg, size: int, iterations: int) -> None:
+def fidelity(vgg, size: int, iterations: int, device: str) -> None:
     content, cm = disk_scene(size)
     style, sm = two_texture_style(size)
     ones_c, ones_s = np.ones((1, size, size), np.float32), np.ones((1, size, size), np.float32)
@@ -43,14 +45,16 @@ def fidelity(vgg, size: int, iterations: int) -> None:
     runs = {"partitioned {0: 0, 1: 1}": (cm, sm, {0: 0, 1: 1}), "unpartitioned K=1": (ones_c, ones_s, "overlap")}
     for name, (cmk, smk, mapping) in runs.items():
         start = time.perf_counter()
-        out = transfer(content, style, cmk, smk, vgg, StyleTransferParams(iterations=iterations, mapping=mapping))
-        d = style_distances(vgg, out.image, cm, style, sm)
+        out = transfer(content, style, cmk, smk, vgg, StyleTransferParams(iterations=iterations, mapping=mapping),
+                       device=device)
+        d = style_distances(load_vgg("random", seed=0, device="cpu"), out.image, cm, style, sm)
         print(f"{name} ({time.perf_counter() - start:.1f} s)")
         for r, label in enumerate(("disk  ", "ground")):
             own = d[r, r]
             print(f"  {label}: to stripes {d[r, 0]:.3f}  to dots {d[r, 1]:.3f}  "
                   f"other/own = {d[r, 1 - r] / own:.2f}")
-    auto = transfer(content, style, cm, sm, vgg, StyleTransferParams(iterations=0, mapping="auto")).mapping
+    auto = transfer(content, style, cm, sm, vgg, StyleTransferParams(iterations=0, mapping="auto"),
+                    device=device).mapping
     print(f"mapping=auto on this pair: {auto}")
 
 
@@ -64,6 +68,8 @@ def _soft_quadrants(size: int, width: float) -> np.ndarray:
 
 
 def _now() -> tuple[float, float]:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # time finished work, not queued kernels
     return time.perf_counter(), time.process_time()
 
 
@@ -72,13 +78,13 @@ def _bare_step(vgg, x):
     vgg(x, ["relu5_1"])["relu5_1"].sum().backward()
 
 
-def speed(vgg, sizes: list[int], iterations: int, rounds: int) -> None:
+def speed(vgg, sizes: list[int], iterations: int, rounds: int, device: str) -> None:
     print(f"\n== speed: seconds per iteration (median of {rounds} rounds x {iterations} iterations, "
           "L-BFGS, gram loss, relu1_1..relu5_1 + relu4_2)")
     for size in sizes:
         content, _ = disk_scene(size)
         style, _ = two_texture_style(size)
-        x = torch.tensor(content)[None].requires_grad_(True)
+        x = torch.tensor(content, device=device)[None].requires_grad_(True)
         variants = {
             "K=1": (np.ones((1, size, size), np.float32), {0: 0}),
             "K=4 sharp edges": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}),
@@ -96,7 +102,8 @@ def speed(vgg, sizes: list[int], iterations: int, rounds: int) -> None:
             for name, (masks, mapping) in variants.items():
                 stamps: list[tuple[float, float]] = []
                 params = StyleTransferParams(iterations=iterations + 1, mapping=mapping)
-                transfer(content, style, masks, masks, vgg, params, progress=lambda _: stamps.append(_now()))
+                transfer(content, style, masks, masks, vgg, params, device=device,
+                         progress=lambda _: stamps.append(_now()))
                 # The first iteration (setup, warm-up) is left out.
                 times[name].append(tuple((stamps[-1][i] - stamps[0][i]) / iterations for i in range(2)))
         print(f"{size} px:                   wall s/iter  cpu s/iter   (wall per round)")
@@ -110,26 +117,28 @@ def speed(vgg, sizes: list[int], iterations: int, rounds: int) -> None:
                   f"K=4 soft / K=1 = {med['K=4 soft everywhere'][i] / k1:.3f}")
 
 
-def _rss_child(size: int, iterations: int) -> None:
-    vgg = load_vgg("random", seed=0, device="cpu")
+def _rss_child(size: int, iterations: int, device: str) -> None:
+    vgg = load_vgg("random", seed=0, device=device)
     content, _ = disk_scene(size)
     style, _ = two_texture_style(size)
     masks = _soft_quadrants(size, 1.0)
     start = time.perf_counter()
     transfer(content, style, masks, masks, vgg,
-             StyleTransferParams(iterations=iterations, mapping={i: i for i in range(4)}))
+             StyleTransferParams(iterations=iterations, mapping={i: i for i in range(4)}), device=device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
-    print(json.dumps({"size": size, "peak_gib": peak, "seconds": time.perf_counter() - start}))
+    gpu = torch.cuda.max_memory_allocated() / 2 ** 30 if device.startswith("cuda") else None
+    print(json.dumps({"size": size, "peak_gib": peak, "gpu_peak_gib": gpu, "seconds": time.perf_counter() - start}))
 
 
-def memory(sizes: list[int], iterations: int) -> None:
+def memory(sizes: list[int], iterations: int, device: str) -> None:
     print(f"\n== peak RSS: K=4 sharp masks, L-BFGS {iterations} iterations, fresh process per size")
     for size in sizes:
         command = [sys.executable, __file__, "--rss-child", str(size), "--rss-iterations", str(iterations),
-                   "--threads", str(torch.get_num_threads())]
+                   "--threads", str(torch.get_num_threads()), "--device", device]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  {size} px: peak RSS {row['peak_gib']:.2f} GiB ({row['seconds']:.1f} s)")
+        gpu = f", peak GPU memory {row['gpu_peak_gib']:.2f} GiB" if row["gpu_peak_gib"] is not None else ""
+        print(f"  {size} px: peak RSS {row['peak_gib']:.2f} GiB{gpu} ({row['seconds']:.1f} s)")
 
 
 def main() -> None:
@@ -146,19 +155,25 @@ def main() -> None:
     # One thread by default: on cores shared with other jobs, every parallel region of a 2-thread run
     # waits for a descheduled thread, which measured here 4x slower than one thread (2 cores, busy).
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if args.rss_child:
-        _rss_child(args.rss_child, args.rss_iterations)
+        _rss_child(args.rss_child, args.rss_iterations, device)
         return
-    vgg = load_vgg("random", seed=0, device="cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, VGG19 weights=random (seed 0)")
+    vgg = load_vgg("random", seed=0, device=device)
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {device} ({where}), VGG19 weights=random (seed 0)")
     if args.only in (None, "fidelity"):
-        fidelity(vgg, args.fidelity_size, args.fidelity_iterations)
+        fidelity(vgg, args.fidelity_size, args.fidelity_iterations, device)
     if args.only in (None, "speed"):
-        speed(vgg, args.speed_sizes, args.speed_iterations, args.speed_rounds)
+        speed(vgg, args.speed_sizes, args.speed_iterations, args.speed_rounds, device)
     if args.only in (None, "memory"):
-        memory(args.rss_sizes, args.rss_iterations)
+        memory(args.rss_sizes, args.rss_iterations, device)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def colour_features(image: torch.Tensor) -> torch.Tensor:
     """(3, H, W) sRGB in [0, 1] -> (3, H, W) CIE Lab."""
     rgb = image.float().clamp(0, 1)
     linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    xyz = torch.einsum("ij,jhw->ihw", _SRGB_TO_XYZ, linear) / _WHITE_D65.view(3, 1, 1)
+    matrix, white = _SRGB_TO_XYZ.to(rgb.device), _WHITE_D65.to(rgb.device)
+    xyz = torch.einsum("ij,jhw->ihw", matrix, linear) / white.view(3, 1, 1)
     f = torch.where(xyz > (6 / 29) ** 3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
@@ -43,7 +44,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = min(int(math.ceil(3 * sigma)), maps.shape[-2] - 1, maps.shape[-1] - 1)
     if radius < 1:
         return maps
-    t = torch.arange(-radius, radius + 1, dtype=maps.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
     kernel = kernel / kernel.sum()
     x = maps[:, None]
@@ -64,7 +65,8 @@ def _vjp_maps(image: torch.Tensor, vgg, layer: str, head: ClusterHead) -> torch.
     p = head.probs(vgg(x[None], [layer])[layer][0])
     mass = p.sum((1, 2))
     # One batched backward (vmap over the K one-hot cotangents) reuses the single forward graph.
-    (grads,) = torch.autograd.grad(mass, x, torch.eye(head.k), is_grads_batched=True)
+    (grads,) = torch.autograd.grad(mass, x, torch.eye(head.k, device=x.device),
+                               is_grads_batched=True)
     maps = grads.abs().sum(1)
     # Raw gradient magnitudes differ in scale between clusters; give each map its cluster's mass.
     share = p.detach().mean((1, 2))

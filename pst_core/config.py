@@ -264,7 +264,7 @@ def parameter_reference() -> str:
             default = info.default_factory() if info.default_factory else info.default
             sided = " (per side)" if stage in SIDED_STAGES else ""
             lines.append(f"| `{stage}.{name}` | `{json.dumps(default)}` | {info.description or ''}{sided} |")
-    lines.append('| `device` | `"auto"` | auto, cpu or cuda[:N]; not part of any cache key |')
+    lines.append('| `device` | `"auto"` | auto (cuda when available), cpu or cuda[:N]; not part of any cache key |')
     return "\n".join(lines)
 
 

@@ -128,6 +128,8 @@ def _build(weights: str, seed: int, device: str) -> VGGFeatures:
             body[index] = nn.ReLU(inplace=False)
     net = VGGFeatures(body, weights_fingerprint(weights) + (f":{seed}" if weights == "random" else ""))
     net.eval().requires_grad_(False)
+    if str(device).startswith("cuda"):
+        strict_cuda_numerics()  # also where a worker process builds the network without resolving a device
     return net.to(device)
 
 
@@ -137,8 +139,28 @@ def load_vgg(weights: str = "imagenet", seed: int = 0, device: str = "cpu") -> V
 
 
 def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a named device must exist here."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} asked for, but CUDA is not available on this machine")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} asked for, but CUDA is not available on this machine")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        strict_cuda_numerics()
     return device
+
+
+def strict_cuda_numerics() -> None:
+    """Full fp32 (no TF32) and deterministic cuDNN convolutions.
+
+    The device is not part of any cache key, so an entry computed on a GPU must stand for what the
+    CPU would compute: TF32 convolutions (cuDNN's default) differ from fp32 by ~1e-3 relative, and
+    non-deterministic algorithms would make two runs of the same key disagree.
+    """
+    # The legacy flags: mixing them with the newer fp32_precision ones makes reading either raise.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
