@@ -177,7 +177,7 @@ def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side:
             if np.abs(data).max() < 6e4:
                 data = data.astype(np.float16)
             arrays[layer] = ArrayOut(data, (f"{layer}_channel", f"{layer}_y", f"{layer}_x"))
-        return arrays, {"weights_source": params.weights}
+        return arrays, {"weights_source": params.weights, "device": device}
 
     return _execute(store, "features", _features_key_params(params), {"image": image_key}, compute, side)
 
@@ -229,7 +229,7 @@ def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_
             stored = _tensor(store.open("features", clusters.attrs["inputs"]["source"]).array(layer), device)
         indicators = backprop_indicators(_tensor(_image(store, image_key), device), net, layer, head,
                                          method=params.method, blur=params.blur, features=stored)
-        return {"indicators": ArrayOut(indicators.detach().cpu().numpy(), ("cluster", "y", "x"))}, {}
+        return {"indicators": ArrayOut(indicators.detach().cpu().numpy(), ("cluster", "y", "x"))}, {"device": device}
 
     return _execute(store, "backprop_clusters", {**params.model_dump(), "layer": layer},
                     {"clusters": cluster_key, "image": image_key}, compute, side, layer)
@@ -295,7 +295,7 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
         for column in ("total", "content", "style", "tv"):
             values = [h.get(column, np.nan) for h in result.history]
             arrays[f"loss_{column}"] = ArrayOut(np.asarray(values, np.float64), ("iteration",))
-        return arrays, {"mapping": {str(c): s for c, s in result.mapping.items()}}
+        return arrays, {"mapping": {str(c): s for c, s in result.mapping.items()}, "device": device}
 
     inputs = {"normalised": color_key, "content_regions": content_regions_key, "style_regions": style_regions_key}
     return _execute(store, "style_transfer", params.model_dump(mode="json"), inputs, compute)

@@ -47,6 +47,10 @@ def test_first_run_computes_every_stage_and_writes_output(first_run, images):
     assert np.abs(output - content).mean() > 0.01  # stylised, not a copy
     record = ArtifactStore(store).run(result["run_id"])
     assert record["status"] == "ok" and len(record["stages"]) == len(result["stages"])
+    # Entries computed on the device say which one (device=auto resolves to cpu without a GPU).
+    on_device = {s["stage"]: s["key"] for s in result["stages"] if s["stage"] in ("features", "style_transfer")}
+    for stage, key in on_device.items():
+        assert ArtifactStore(store).open(stage, key).attrs["device"] == "cpu"
 
 
 def test_second_run_computes_nothing(first_run, images):
