@@ -4,8 +4,8 @@ import torch
 
 from pst_core.config import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.losses import Region, masked_grams, region_style_distances
-from pst_core.mapping import map_regions
+from pst_core.losses import GramLoss, Region, masked_grams, region_style_distances
+from pst_core.mapping import map_regions, resize_masks
 from pst_core.style import _Objective, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.vgg import load_vgg
@@ -178,6 +178,76 @@ def test_keep_content_region_keeps_the_content(vgg):
     ground, disk = hard[1] == 1, hard[0] == 1
     assert np.abs(result.image - content)[:, ground].max() < 1e-6
     assert np.abs(result.image - content)[:, disk].mean() > 0.02
+
+
+def _moved(result_image, content, hard):
+    """Mean absolute change of each region's pixels."""
+    d = np.abs(result_image - content)
+    return [float(d[:, m == 1].mean()) for m in hard]
+
+
+def test_per_region_style_and_content_weights_act_on_their_region(vgg):
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    hard = (cm > 0.5).astype(np.float32)
+
+    def moved(regions, **extra):
+        params = StyleTransferParams(iterations=20, mapping={0: 0, 1: 1}, style_layers=SHALLOW, regions=regions,
+                                     **extra)
+        return _moved(transfer(content, style, hard, sm, vgg, params).image, content, hard)
+
+    quiet_disk = moved({0: RegionSettings(style_weight=0.0), 1: RegionSettings(style_weight=30.0)})
+    quiet_ground = moved({0: RegionSettings(style_weight=30.0), 1: RegionSettings(style_weight=0.0)})
+    assert quiet_ground[0] > 2 * quiet_disk[0] and quiet_disk[1] > 2 * quiet_ground[1]
+
+    free = moved({0: RegionSettings(content_weight=0.0)}, content_layers=["relu2_1"])
+    held = moved({0: RegionSettings(content_weight=100.0)}, content_layers=["relu2_1"])
+    # A heavy content weight on the disk holds the disk far more than the ground, which keeps weight 1.
+    assert held[0] / free[0] < 0.5 * held[1] / free[1]
+
+
+def test_per_region_style_layers(vgg):
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    params = StyleTransferParams(style_weight=2.0, content_weight=0.0, mapping={0: 0, 1: 1},
+                                 regions={0: RegionSettings(style_layers=["relu2_1"]),
+                                          1: RegionSettings(keep_content=True)})
+    c, s = torch.tensor(content)[None], torch.tensor(style)[None]
+    x = c * 0.8
+    got = _Objective(vgg, c, s, torch.tensor(cm), torch.tensor(sm), {0: 0, 1: 1}, params)(x)["style"]
+    fx, fs = vgg(x, ["relu2_1"])["relu2_1"][0], vgg(s, ["relu2_1"])["relu2_1"][0]
+    size = fx.shape[-2:]
+    region, target = (Region(resize_masks(torch.tensor(m[:1]), size)[0]) for m in (cm, sm))
+    want = 2.0 * GramLoss(fs, target)(fx, region)  # one active region, one layer
+    assert torch.allclose(got, want, rtol=1e-5)
+
+
+def test_losses_need_no_retuning_across_image_sizes(vgg):
+    """Statistics are means over a region and losses relative to their targets: the same scene at
+    32, 64 and 128 px gives losses of the same size (a sum over pixels would grow 16x)."""
+    losses = []
+    for size in (32, 64, 128):
+        content, cm = disk_scene(size)
+        style, sm = two_texture_style(size)
+        c, s = torch.tensor(content)[None], torch.tensor(style)[None]
+        objective = _Objective(vgg, c, s, torch.tensor(cm), torch.tensor(sm), {0: 0, 1: 1}, StyleTransferParams())
+        losses.append({k: float(v) for k, v in objective(0.7 * c).items()})
+    for name in ("style", "content"):
+        values = [loss[name] for loss in losses]
+        assert max(values) < 2 * min(values), (name, values)
+
+
+def test_total_variation_weight_smooths_the_output(vgg):
+    from pst_core.losses import total_variation
+
+    content, cm = disk_scene(32)
+    style, sm = two_texture_style(32)
+    tv = []
+    for weight in (0.0, 100.0):
+        params = StyleTransferParams(iterations=20, mapping={0: 0, 1: 1}, style_layers=SHALLOW, tv_weight=weight)
+        image = transfer(content, style, cm, sm, vgg, params).image
+        tv.append(float(total_variation(torch.tensor(image)[None])))
+    assert tv[1] < 0.5 * tv[0]
 
 
 def test_adam_multiscale_noise_init_is_seeded(vgg):
