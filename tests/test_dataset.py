@@ -133,3 +133,59 @@ def test_store_on_s3_gives_the_same_results(s3_endpoint, images, tmp_path):
     assert {s["status"] for s in again["stages"]} == {"cached"}
     store = ArtifactStore(s3_endpoint)
     assert store.runs() and all(complete for _, _, complete in store.iter_entries())
+
+
+@pytest.fixture
+def dask_scheduler(tmp_path):
+    """A real Dask scheduler and one worker, each its own process, as on a cluster."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    bin_dir = os.path.dirname(sys.executable)
+    scheduler_file = tmp_path / "scheduler.json"
+    # The worker computes with as many torch threads as this process, so outputs match bit for bit.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    common = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    processes = [subprocess.Popen([f"{bin_dir}/dask", "scheduler", "--scheduler-file", str(scheduler_file),
+                                   "--host", "127.0.0.1", "--port", "0", "--no-dashboard"], **common)]
+    deadline = time.time() + 60
+    while not scheduler_file.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    processes.append(subprocess.Popen([f"{bin_dir}/dask", "worker", "--scheduler-file", str(scheduler_file),
+                                       "--nthreads", "1", "--no-nanny", "--no-dashboard"], **common))
+    try:
+        yield json.loads(scheduler_file.read_text())["address"]
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_dask_address_runs_on_an_existing_scheduler(first, manifest, dask_scheduler, tmp_path, capsys):
+    from flows.cli import main
+
+    folder, _ = first
+    rows = pd.read_csv(manifest).iloc[:3]  # one content, three styles
+    small = os.path.join(os.path.dirname(manifest), "first-three.csv")
+    rows.to_csv(small, index=False)
+    sets = sum((["--set", s] for s in FAST), [])
+    assert main(["dataset", small, "--out-dir", str(tmp_path / "out"), "--store", str(tmp_path / "store"),
+                 "--task-runner", "dask", "--dask-address", dask_scheduler, *sets]) == 0
+    assert "3 ok, 0 failed" in capsys.readouterr().out
+    from distributed import Client
+
+    with Client(dask_scheduler, timeout=30) as client:  # the stages ran there, as Dask tasks
+        ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert ran == sorted(["load", "features", "cluster_layer", "backprop_clusters", "fuse_segmentation",
+                          "color_normalize", "style_transfer", "unnormalize"])
+    table = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    for output in table.output:
+        mine = np.asarray(Image.open(output))
+        theirs = np.asarray(Image.open(folder / "out" / os.path.basename(output)))
+        np.testing.assert_array_equal(mine, theirs)
