@@ -148,7 +148,8 @@ def dask_scheduler(tmp_path):
 
     bin_dir = os.path.dirname(sys.executable)
     scheduler_file = tmp_path / "scheduler.json"
-    # The worker computes with as many torch threads as this process, so outputs match bit for bit.
+    # The worker computes with as many torch threads as this process, so outputs match bit for bit
+    # (Dask's nanny sets OMP_NUM_THREADS=1 only where it is unset).
     threads = str(torch.get_num_threads())
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     common = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -158,7 +159,7 @@ def dask_scheduler(tmp_path):
     while not scheduler_file.exists() and time.time() < deadline:
         time.sleep(0.2)
     processes.append(subprocess.Popen([f"{bin_dir}/dask", "worker", "--scheduler-file", str(scheduler_file),
-                                       "--nthreads", "1", "--no-nanny", "--no-dashboard"], **common))
+                                       "--nthreads", "1", "--no-dashboard"], **common))
     try:
         yield json.loads(scheduler_file.read_text())["address"]
     finally:
