@@ -22,7 +22,7 @@ from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, F
                      LoadParams, StyleTransferParams, UnnormalizeParams)
 from .imageio import pixel_digest, read_image, resize, working_shape
 from .store import ArrayOut, ArtifactStore, key_digest
-from .vgg import load_vgg, weights_fingerprint
+from .vgg import load_vgg, strict_cuda_numerics, weights_fingerprint
 
 # Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
 STAGE_VERSIONS = {
@@ -85,6 +85,8 @@ def _execute(store: ArtifactStore, stage: str, params: dict[str, Any], inputs: d
 
 
 def _tensor(array: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    if device != "cpu":
+        strict_cuda_numerics()  # in whichever process (a Dask worker, say) the stage runs
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
 
 

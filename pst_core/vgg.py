@@ -129,7 +129,7 @@ def _build(weights: str, seed: int, device: str) -> VGGFeatures:
     net = VGGFeatures(body, weights_fingerprint(weights) + (f":{seed}" if weights == "random" else ""))
     net.eval().requires_grad_(False)
     if str(device).startswith("cuda"):
-        strict_cuda_numerics()  # also where a worker process builds the network without resolving a device
+        strict_cuda_numerics()
     return net.to(device)
 
 
@@ -148,7 +148,6 @@ def resolve_device(device: str = "auto") -> str:
         index = torch.device(device).index
         if index is not None and index >= torch.cuda.device_count():
             raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        strict_cuda_numerics()
     return device
 
 
