@@ -32,7 +32,7 @@ STAGE_VERSIONS = {
     "cluster_layer": 1,
     "backprop_clusters": 2,
     "fuse_segmentation": 2,
-    "style_transfer": 1,
+    "style_transfer": 2,  # 2: output spans the normalised inputs' range, not [0, 1]
     "unnormalize": 1,
 }
 

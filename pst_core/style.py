@@ -22,7 +22,7 @@ __all__ = ["StyleResult", "transfer", "map_regions"]
 
 @dataclass
 class StyleResult:
-    image: np.ndarray  # (3,H,W) float32 in [0,1]
+    image: np.ndarray  # (3,H,W) float32 within the inputs' per-channel range (at least [0,1])
     mapping: dict[int, int]
     history: list[dict] = field(default_factory=list)  # per iteration: scale, iteration, total, content, style, tv
     snapshots: list[tuple[int, np.ndarray]] = field(default_factory=list)
@@ -121,7 +121,7 @@ def _initial(params: StyleTransferParams, content: torch.Tensor, style: torch.Te
 def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
              vgg, params: StyleTransferParams, *, device="cpu", progress: Callable[[dict], None] | None = None,
              snapshot: Callable[[int, np.ndarray], None] | None = None) -> StyleResult:
-    """content (3,H,W), style (3,Hs,Ws) in [0,1] (already colour-normalised); masks (Kc,H,W), (Ks,Hs,Ws) soft,
+    """content (3,H,W), style (3,Hs,Ws) in [0,1] or, colour-normalised, somewhat beyond; masks (Kc,H,W), (Ks,Hs,Ws) soft,
     summing to 1 per pixel, at the images' resolution. progress(dict) called each iteration; snapshot(iteration,
     image) every params.snapshot_every iterations (at the current scale's size)."""
     _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
@@ -140,6 +140,10 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
                           content_features=None if features is None else features[0].cpu(),
                           style_features=None if features is None else features[1].cpu())
 
+    # Colour-normalised inputs can leave [0, 1] (the transform is not clipped, so its inverse stays
+    # exact): the output may span the inputs' range per channel, or the inverse would bend clipped colours.
+    low = torch.minimum(c_full.amin((0, 2, 3)), s_full.amin((0, 2, 3))).clamp_max(0).view(1, 3, 1, 1)
+    high = torch.maximum(c_full.amax((0, 2, 3)), s_full.amax((0, 2, 3))).clamp_min(1).view(1, 3, 1, 1)
     result = StyleResult(image=np.empty(0, np.float32), mapping=mapping)
     sizes = _scale_sizes(tuple(content.shape[1:]), params.scales)
     iteration = 0
@@ -187,13 +191,13 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
             if progress:
                 progress(entry)
             if params.snapshot_every and iteration % params.snapshot_every == 0:
-                image = compose().detach().clamp(0, 1)[0].cpu().numpy()
+                image = torch.clamp(compose().detach(), low, high)[0].cpu().numpy()
                 result.snapshots.append((iteration, image))
                 if snapshot:
                     snapshot(iteration, image)
         x = compose().detach()
 
-    image = x.clamp(0, 1)[0].cpu().numpy().astype(np.float32)
+    image = torch.clamp(x, low, high)[0].cpu().numpy().astype(np.float32)
     if not np.isfinite(image).all():
         raise ComputeError("style_transfer: the optimised image is not finite")
     result.image = image

@@ -309,3 +309,22 @@ def test_colour_normalised_transfer_restores_the_content_palette(vgg):
     mean = final.reshape(3, -1).mean(1)
     assert np.abs(mean - content.reshape(3, -1).mean(1)).max() < 0.05
     assert np.abs(mean - style.reshape(3, -1).mean(1)).max() > 0.1
+
+
+def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
+    """A normalised image can leave [0, 1]; clipping it there would make the inverse colour transform
+    bend those colours (a yellow sun came back lime green). With no iterations the output is the
+    normalised content, so restoring the palette must give back the content itself."""
+    from pst_core.color import normalize_pair, restore_palette
+
+    content, cm = disk_scene(32)
+    content[:, cm[0] > 0.5] = np.array([1.0, 0.85, 0.3])[:, None]  # a saturated yellow disk
+    style, sm = two_texture_style(32)
+    cn, sn, t = normalize_pair(content, style, "linear", "content_to_style")
+    assert cn.min() < -0.01 or cn.max() > 1.01  # the case in question
+    out = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=0, mapping={0: 0, 1: 1}))
+    assert np.abs(restore_palette(out.image, t, "content") - content).max() < 1e-4
+    styled = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=5, mapping={0: 0, 1: 1})).image
+    low = np.minimum(cn.min((1, 2)), sn.min((1, 2))).clip(None, 0)[:, None, None]
+    high = np.maximum(cn.max((1, 2)), sn.max((1, 2))).clip(1, None)[:, None, None]
+    assert (styled >= low).all() and (styled <= high).all()
