@@ -305,11 +305,18 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
 
 def _progress_printer(params: StyleTransferParams, progress: Progress) -> Callable[[dict], None]:
     every = max(1, params.iterations // 10)
+    total = params.iterations + (params.scales - 1) * (params.scale_iterations or params.iterations)
+    last = {"time": time.perf_counter(), "iteration": 0}
 
     def report(step: dict) -> None:
-        if step.get("iteration", 0) % every == 0:
+        iteration = step.get("iteration", 0)
+        if iteration % every == 0:
+            now = time.perf_counter()
+            rate = (now - last["time"]) / max(1, iteration - last["iteration"])
+            last.update(time=now, iteration=iteration)
             losses = " ".join(f"{k}={step[k]:.4g}" for k in ("total", "content", "style") if k in step)
-            progress(f"style_transfer scale {step.get('scale', 0)} iteration {step['iteration']}: {losses}")
+            progress(f"style_transfer scale {step.get('scale', 0)} iteration {iteration}/{total}: {losses} "
+                     f"({rate:.2f} s/it)")
 
     return report
 

@@ -54,6 +54,16 @@ def test_segment_writes_labels_at_input_resolution(images, populated_store, tmp_
     assert soft.shape == (2, 32, 40) and np.allclose(soft.sum(0), 1, atol=1e-5)
 
 
+def test_run_prints_progress_then_the_stage_table(images, populated_store, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
+                 str(populated_store), *SETS, "--set", "style_transfer.iterations=10"]) == 0
+    out, err = capsys.readouterr()
+    progress = [line for line in err.splitlines() if "style_transfer scale 0 iteration" in line]
+    assert len(progress) == 10 and "iteration 10/10: total=" in progress[-1] and progress[-1].endswith("s/it)")
+    assert "style_transfer              pair" in out and "computed" in out and "finished in" in out
+
+
 @pytest.fixture
 def bad_files(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
