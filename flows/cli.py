@@ -41,7 +41,11 @@ class _StderrHandler(logging.Handler):
 def _config(args):
     from pst_core.config import build_config
 
-    return build_config(sets=args.set or [], config_file=args.config, preset=getattr(args, "preset", None))
+    sets = list(args.set or [])
+    for side in ("content", "style"):  # --content-labels / --style-labels: regions drawn by hand
+        if getattr(args, f"{side}_labels", None):
+            sets.append(f"{side}.fuse_segmentation.labels={getattr(args, f'{side}_labels')}")
+    return build_config(sets=sets, config_file=args.config, preset=getattr(args, "preset", None))
 
 
 def cmd_run(args) -> int:
@@ -195,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("style")
     run.add_argument("--out", required=True, help="output image (PNG/JPEG)")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    run.add_argument("--content-labels", metavar="PNG", help="your own content regions: a label image, one flat "
+                                                             "colour per region (replaces automatic segmentation)")
+    run.add_argument("--style-labels", metavar="PNG", help="the same for the style image")
     common(run)
     run.set_defaults(func=cmd_run)
 

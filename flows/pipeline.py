@@ -41,7 +41,7 @@ def segment_side(store: str, path: str, side: str, config: PipelineConfig, devic
     """load -> features -> cluster_layer per layer -> backprop_clusters per layer -> fuse_segmentation."""
     loaded = t.load.submit(store, path, config.params("load", side), side)
     fuse = config.params("fuse_segmentation", side)
-    if fuse.k == 1:  # one region = the whole image: nothing to segment
+    if fuse.k == 1 or fuse.labels:  # the whole image, or regions drawn by hand: nothing to segment
         regions = t.fuse_segmentation.submit(store, {}, loaded, fuse, side)
         return SideFutures(loaded, regions, [loaded, regions])
     feats_params = config.params("features", side)

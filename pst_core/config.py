@@ -102,6 +102,10 @@ class FuseParams(StageParams):
     colour_weight: float = Field(
         4.0, ge=0, le=1e3, description="Weight of the image's own Lab colour, fused beside the indicators (0: none)"
     )
+    labels: str | None = Field(
+        None, description="A label image (one flat colour per region) to use instead of automatic segmentation; "
+                          "k and the settings above are then unused"
+    )
 
 
 class RegionSettings(StageParams):
@@ -235,6 +239,13 @@ def _parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         pass
+    if text.lstrip().startswith(("{", "[")):  # YAML flow style too: {0: 1, 1: 0}
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set value {text!r}: not valid JSON or YAML") from None
     if "," in text:
         return [_parse_value(part.strip()) for part in text.split(",") if part.strip()]
     return text

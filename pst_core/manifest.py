@@ -11,6 +11,7 @@ import pandas as pd
 from .config import SIDES, STAGE_MODELS
 from .errors import InputError
 
+PATH_PARAMETERS = ("fuse_segmentation.labels",)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -57,7 +58,8 @@ def read_manifest(path: str, out_dir: str) -> list[Row]:
         content, style = (str(base / str(record[c])) for c in ("content", "style"))
         out = record.get("out")
         out = str(Path(out_dir) / str(out)) if _present(out) else default_output(out_dir, index, content, style)
-        sets = [f"{c}={_cell(record[c])}" for c in table.columns if _is_parameter_column(c) and _present(record[c])]
+        sets = [f"{c}={_cell(record[c], base, c)}" for c in table.columns
+                if _is_parameter_column(c) and _present(record[c])]
         rows.append(Row(index, content, style, out, sets))
     return rows
 
@@ -78,7 +80,9 @@ def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ""
 
 
-def _cell(value) -> str:
+def _cell(value, base: Path, column: str) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if column.endswith(PATH_PARAMETERS):  # a file, relative to the manifest like the images
+        return str(base / str(value))
     return str(value)

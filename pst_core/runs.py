@@ -6,9 +6,10 @@ import datetime as _dt
 import time
 from typing import Any
 
-from .config import PipelineConfig
+from .config import SIDES, PipelineConfig
 from .errors import ConfigError
 from .imageio import read_image, working_shape
+from .labels import check_fits, read_labels
 from .stages import StageOutcome
 from .store import ArtifactStore
 from .vgg import LAYER_STRIDE, load_vgg, resolve_device
@@ -27,21 +28,32 @@ def preflight(store: ArtifactStore, images: dict[str, str], config: PipelineConf
 def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
     """The part of ``preflight`` that does not touch the store."""
     device = resolve_device(config.device)
+    drawn = {side: read_labels(path, config.params("load", side).max_pixels, _labels_role(side))
+             for side in SIDES if (path := config.params("fuse_segmentation", side).labels)}
+    regions = {side: drawn[side].count if side in drawn else config.params("fuse_segmentation", side).k
+               for side in SIDES}
     for side, path in images.items():
         pixels = read_image(path, config.params("load", side).max_pixels, role=f"{side} image")
         if min(pixels.shape[1:]) < MIN_SIDE:
             raise ConfigError(f"{side} image {path!r}: {pixels.shape[2]}x{pixels.shape[1]} is too small "
                               f"(at least {MIN_SIDE} px on each side)")
-        shape = working_shape(pixels.shape[1], pixels.shape[2], config.params("load", side).size)
-        _check_cluster_sizes(side, shape, config)
+        if side in drawn:
+            check_fits(drawn[side], pixels.shape[1:], _labels_role(side))
+        else:
+            shape = working_shape(pixels.shape[1], pixels.shape[2], config.params("load", side).size)
+            _check_cluster_sizes(side, shape, config)
         features = config.params("features", side)
         load_vgg(features.weights, features.seed, device)
-    _check_mapping(config)
+    _check_mapping(config, regions)
     if (config.color_normalize.regions and config.color_normalize.direction == "style_to_content"
             and config.unnormalize.palette == "style"):
         raise ConfigError("color_normalize.regions with direction=style_to_content cannot restore "
                           "unnormalize.palette=style (the inverse needs the style's geometry); use content_to_style")
     return device
+
+
+def _labels_role(side: str) -> str:
+    return f"{side}.fuse_segmentation.labels"
 
 
 def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConfig) -> None:
@@ -65,12 +77,11 @@ def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConf
         raise ConfigError(f"{side}.fuse_segmentation.k={fuse.k} is more than the image's {shape[0] * shape[1]} pixels")
 
 
-def _check_mapping(config: PipelineConfig) -> None:
+def _check_mapping(config: PipelineConfig, regions: dict[str, int]) -> None:
+    """regions: how many regions each side will have (fuse_segmentation.k, or its label image's)."""
     mapping = config.style_transfer.mapping
-    if not isinstance(mapping, dict):
-        return
-    kc, ks = (config.params("fuse_segmentation", side).k for side in ("content", "style"))
-    for c, s in mapping.items():
+    kc, ks = regions["content"], regions["style"]
+    for c, s in mapping.items() if isinstance(mapping, dict) else ():
         if not (0 <= c < kc and 0 <= s < ks):
             raise ConfigError(f"style_transfer.mapping: {{{c}: {s}}} names a region that does not exist "
                               f"(content has regions 0..{kc - 1}, style 0..{ks - 1})")

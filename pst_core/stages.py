@@ -241,8 +241,12 @@ def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_
 def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], image_key: str, params: FuseParams,
                       side: str = "content") -> StageOutcome:
     """Fuse all layers' indicators into ``params.k`` soft regions. With k = 1 the single region is the
-    whole image: no clustering (and no upstream segmentation) is needed."""
+    whole image, and with ``params.labels`` the regions are the label image's: no clustering (and no
+    upstream segmentation) is needed."""
     from .fusion import fuse_indicators
+
+    if params.labels:
+        return _regions_from_labels(store, image_key, params.labels, side)
 
     def compute():
         height, width = _image(store, image_key).shape[1:]
@@ -263,6 +267,22 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
         inputs.update({f"indicators:{k}": v for k, v in indicator_keys.items()})
     key_params = {"k": 1} if params.k == 1 else params.model_dump()
     return _execute(store, "fuse_segmentation", key_params, inputs, compute, side)
+
+
+def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: str) -> StageOutcome:
+    from .labels import check_fits, label_masks, read_labels
+
+    role = f"{side}.fuse_segmentation.labels"
+    labels = read_labels(path, LoadParams().max_pixels, role)
+
+    def compute():
+        loaded = store.open("load", image_key)
+        check_fits(labels, tuple(loaded.attrs["source_shape"]), role)
+        regions = label_masks(labels, loaded.array("image").shape[1:])
+        return _regions_arrays(regions), {"labels_source": str(path)}
+
+    # Keyed by the label map itself: renaming the file re-runs nothing, redrawing it re-runs the transfer.
+    return _execute(store, "fuse_segmentation", {"labels": labels.digest()}, {"image": image_key}, compute, side)
 
 
 def _regions_arrays(regions: np.ndarray) -> dict[str, ArrayOut]:

@@ -17,6 +17,10 @@ def test_values_are_parsed():
     assert config.features.layers == ["relu1_1", "relu3_1"]
     assert config.style_transfer.mapping == {0: 1, 1: 0}
     assert config.style_transfer.style_weight == 2.5
+    yaml_style = build_config(sets=["style_transfer.mapping={0: 1, 1: 0}",
+                                    "style_transfer.regions={1: {keep_content: true}}"])
+    assert yaml_style.style_transfer.mapping == {0: 1, 1: 0}
+    assert yaml_style.style_transfer.regions[1].keep_content
 
 
 @pytest.mark.parametrize("assignment, message", [
@@ -30,6 +34,7 @@ def test_values_are_parsed():
     ("content.style_transfer.iterations=3", "no per-side settings"),
     ("content.cluster_layer.k=0", "content.cluster_layer.k"),
     ("novalue", "expected stage.param=value"),
+    ("style_transfer.mapping={0: 1", "not valid JSON or YAML"),
 ])
 def test_bad_parameters_are_one_line_errors(assignment, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -52,6 +52,9 @@ def bad(tmp_path_factory):
     (d / "folder.png").mkdir()
     pd.DataFrame({"content": ["ok.png"]}).to_csv(d / "nostyle.csv", index=False)
     (d / "bad.yaml").write_text("cluster_layer: [unclosed")
+    noise = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)  # the images are 40x32
+    Image.fromarray(noise).save(d / "noise.png")
+    Image.fromarray(np.repeat(np.arange(40, dtype=np.uint8)[None] // 20, 32, 0)).save(d / "halves.png")
     return d
 
 
@@ -81,6 +84,11 @@ CASES = [
     (["run", C, S, "--config", "{d}/bad.yaml"], "bad.yaml"),
     (["run", C, S, "--config", "{d}/none.yaml"], "no such file"),
     (["segment", C, "--regions", "0"], "--regions"),
+    (["run", C, S, "--content-labels", "{d}/noise.png"], "1280 distinct colours"),
+    (["run", C, S, "--content-labels", "{d}/ok.png"], "does not fit the 40x32 image"),
+    (["run", C, S, "--style-labels", "{d}/nolabels.png"], "style.fuse_segmentation.labels"),
+    (["run", C, S, "--content-labels", "{d}/halves.png", "--set", "style_transfer.mapping={{0: 0, 2: 1}}"],
+     "content has regions 0..1"),
     (["dataset", "{d}/nostyle.csv", "--out-dir", "{d}/o"], "missing column(s) style"),
     (["dataset", "{d}/none.csv", "--out-dir", "{d}/o"], "no such file"),
 ]

@@ -1,0 +1,108 @@
+"""Regions drawn by hand: label images in place of automatic segmentation."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FAST
+from pst_core.config import build_config
+from pst_core.errors import InputError
+from pst_core.labels import check_fits, label_masks, read_labels
+from pst_core.manifest import read_manifest
+from pst_core.store import ArtifactStore
+
+
+def _grey(path, values):
+    Image.fromarray(np.asarray(values, np.uint8)).save(path)
+    return str(path)
+
+
+def test_regions_are_numbered_by_colour(tmp_path):
+    grey = np.zeros((12, 16), np.uint8)
+    grey[:, 8:] = 7
+    grey[:4] = 3
+    labels = read_labels(_grey(tmp_path / "g.png", grey), 10**8, "labels")
+    assert labels.count == 3
+    assert np.array_equal(labels.index, np.searchsorted([0, 3, 7], grey))  # grey levels ascending
+
+    rgb = np.zeros((12, 16, 3), np.uint8)
+    rgb[:, :8] = (0, 0, 255)    # blue
+    rgb[:, 8:] = (255, 0, 0)    # red
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    labels = read_labels(str(tmp_path / "c.png"), 10**8, "labels")
+    assert labels.count == 2 and (labels.index[:, :8] == 0).all() and (labels.index[:, 8:] == 1).all()
+
+
+def test_photos_and_wrong_shapes_are_refused(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "photo.png")
+    with pytest.raises(InputError, match="photo.png.*distinct colours"):
+        read_labels(str(tmp_path / "photo.png"), 10**8, "content.fuse_segmentation.labels")
+    labels = read_labels(_grey(tmp_path / "wide.png", np.zeros((10, 30))), 10**8, "labels")
+    check_fits(labels, (20, 60), "labels")  # any resolution with the same aspect ratio
+    with pytest.raises(InputError, match="30x10 does not fit the 40x20 image"):
+        check_fits(labels, (20, 40), "labels")
+
+
+def test_masks_are_hard_inside_soft_at_edges_and_sum_to_one(tmp_path):
+    grey = np.zeros((64, 64), np.uint8)
+    grey[:, 23:] = 1  # an edge that falls inside a pixel of the 24 px working size
+    masks = label_masks(read_labels(_grey(tmp_path / "l.png", grey), 10**8, "labels"), (24, 24))
+    assert masks.shape == (2, 24, 24) and masks.dtype == np.float32
+    assert np.allclose(masks.sum(0), 1)
+    assert (masks[0, :, :8] == 1).all() and (masks[1, :, 9:] == 1).all()
+    assert np.allclose(masks[:, :, 8], 0.5)  # the edge column is shared
+
+
+def test_manifest_label_paths_are_relative_to_the_manifest(tmp_path):
+    (tmp_path / "pairs.csv").write_text("content,style,content.fuse_segmentation.labels\n"
+                                        "a.png,b.png,masks/a.png\n")
+    row = read_manifest(str(tmp_path / "pairs.csv"), str(tmp_path / "out"))[0]
+    assert row.sets == [f"content.fuse_segmentation.labels={tmp_path / 'masks' / 'a.png'}"]
+
+
+# ---------------------------------------------------------------- in the pipeline
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """Label images for the 40x32 test images: content disk (1) on ground (0), style top (red) / bottom (blue)."""
+    folder = tmp_path_factory.mktemp("labels")
+    yy, xx = np.mgrid[0:32, 0:40]
+    disk = ((yy - 14) ** 2 + (xx - 20) ** 2 < 90).astype(np.uint8)
+    Image.fromarray(np.where((yy < 16)[..., None], [255, 0, 0], [0, 0, 255]).astype(np.uint8)).save(
+        folder / "style.png")
+    return {"content": _grey(folder / "content.png", disk), "style": str(folder / "style.png"),
+            "disk": disk.astype(bool), "folder": folder}
+
+
+def _run(images, store, drawn_paths):
+    from flows.pipeline import partitioned_style_transfer
+
+    sets = [*FAST, f"content.fuse_segmentation.labels={drawn_paths[0]}",
+            f"style.fuse_segmentation.labels={drawn_paths[1]}", "style_transfer.mapping={0: 1, 1: 0}"]
+    return partitioned_style_transfer(images["content"], images["style"], config=build_config(sets=sets),
+                                      store=str(store))
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_label_images_replace_segmentation_and_are_keyed_by_their_pixels(images, drawn, tmp_path):
+    first = _run(images, tmp_path, (drawn["content"], drawn["style"]))
+    assert sorted({s["stage"] for s in first["stages"]}) == ["color_normalize", "fuse_segmentation", "load",
+                                                             "style_transfer", "unnormalize"]
+    store = ArtifactStore(str(tmp_path))
+    regions = {s["image"]: store.open("fuse_segmentation", s["key"])
+               for s in first["stages"] if s["stage"] == "fuse_segmentation"}
+    assert np.array_equal(regions["content"].array("labels") == 1, drawn["disk"])  # load.size=40: same size
+    assert regions["content"].attrs["labels_source"] == drawn["content"]
+    assert regions["style"].array("regions").shape == (2, 32, 40)
+
+    renamed = shutil.copy(drawn["content"], drawn["folder"] / "renamed.png")
+    again = _run(images, tmp_path, (renamed, drawn["style"]))
+    assert {s["status"] for s in again["stages"]} == {"cached"}
+
+    redrawn = _grey(drawn["folder"] / "redrawn.png", 1 - drawn["disk"])  # the same regions, swapped
+    third = _run(images, tmp_path, (redrawn, drawn["style"]))
+    computed = sorted((s["stage"], s["image"]) for s in third["stages"] if s["status"] == "computed")
+    assert computed == [("fuse_segmentation", "content"), ("style_transfer", "pair"), ("unnormalize", "pair")]
