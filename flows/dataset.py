@@ -74,8 +74,12 @@ class Planner:
         """Decode each image once and load each weights once, however many rows use them."""
         device = ""
         for path, side in ((row.content, "content"), (row.style, "style")):
+            # Everything check_inputs reads: the image, weights, label images, the mapping's regions.
             memo = (path, side, config.params("load", side).max_pixels,
-                    config.params("features", side).model_dump_json(), config.device)
+                    config.params("features", side).model_dump_json(),
+                    *(config.params("fuse_segmentation", s).model_dump_json() for s in ("content", "style")),
+                    json.dumps(config.style_transfer.model_dump(mode="json", include={"mapping", "regions"}),
+                               sort_keys=True), config.device)
             if memo not in self.checked:
                 self.checked[memo] = check_inputs({side: path}, config)
             device = self.checked[memo]

@@ -106,3 +106,28 @@ def test_label_images_replace_segmentation_and_are_keyed_by_their_pixels(images,
     third = _run(images, tmp_path, (redrawn, drawn["style"]))
     computed = sorted((s["stage"], s["image"]) for s in third["stages"] if s["status"] == "computed")
     assert computed == [("fuse_segmentation", "content"), ("style_transfer", "pair"), ("unnormalize", "pair")]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_dataset_rows_with_and_without_label_images(images, drawn, tmp_path):
+    import pandas as pd
+
+    from flows.dataset import dataset
+
+    shutil.copy(images["content"], tmp_path / "c.png")
+    shutil.copy(images["style"], tmp_path / "s.png")
+    (tmp_path / "masks").mkdir()
+    shutil.copy(drawn["content"], tmp_path / "masks" / "c.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "masks" / "wrong.png")  # square: does not fit
+    pd.DataFrame({"content": ["c.png"] * 3, "style": ["s.png"] * 3,
+                  "content.fuse_segmentation.labels": [None, "masks/c.png", "masks/wrong.png"]}
+                 ).to_csv(tmp_path / "pairs.csv", index=False)
+    result = dataset(manifest=str(tmp_path / "pairs.csv"), out_dir=str(tmp_path / "out"),
+                     config=build_config(sets=FAST), store=str(tmp_path / "store"))
+    rows = {r["row"]: r for r in result["results"]}
+    assert rows[0]["status"] == rows[1]["status"] == "ok"
+    assert rows[2]["status"] == "failed" and "wrong.png" in rows[2]["error"] and "does not fit" in rows[2]["error"]
+    store = ArtifactStore(str(tmp_path / "store"))
+    fused = [store.open("fuse_segmentation", s["key"]) for s in result["stages"]
+             if s["stage"] == "fuse_segmentation" and s["side"] == "content"]
+    assert sorted("labels_source" in entry.attrs for entry in fused) == [False, True]
