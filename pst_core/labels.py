@@ -20,6 +20,11 @@ MAX_LABELS = 64  # as fuse_segmentation.k
 ASPECT_TOLERANCE = 0.02  # relative: a label image drawn over a resized copy still fits
 
 
+def labels_role(side: str) -> str:
+    """How errors name a side's label image: by the parameter that gave it."""
+    return f"{side}.fuse_segmentation.labels"
+
+
 @dataclass
 class LabelImage:
     path: str

@@ -9,7 +9,7 @@ from typing import Any
 from .config import SIDES, PipelineConfig
 from .errors import ConfigError
 from .imageio import read_image, working_shape
-from .labels import check_fits, read_labels
+from .labels import check_fits, labels_role, read_labels
 from .stages import StageOutcome
 from .store import ArtifactStore
 from .vgg import LAYER_STRIDE, load_vgg, resolve_device
@@ -28,7 +28,7 @@ def preflight(store: ArtifactStore, images: dict[str, str], config: PipelineConf
 def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
     """The part of ``preflight`` that does not touch the store."""
     device = resolve_device(config.device)
-    drawn = {side: read_labels(path, config.params("load", side).max_pixels, _labels_role(side))
+    drawn = {side: read_labels(path, config.params("load", side).max_pixels, labels_role(side))
              for side in SIDES if (path := config.params("fuse_segmentation", side).labels)}
     regions = {side: drawn[side].count if side in drawn else config.params("fuse_segmentation", side).k
                for side in SIDES}
@@ -38,7 +38,7 @@ def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
             raise ConfigError(f"{side} image {path!r}: {pixels.shape[2]}x{pixels.shape[1]} is too small "
                               f"(at least {MIN_SIDE} px on each side)")
         if side in drawn:
-            check_fits(drawn[side], pixels.shape[1:], _labels_role(side))
+            check_fits(drawn[side], pixels.shape[1:], labels_role(side))
         else:
             shape = working_shape(pixels.shape[1], pixels.shape[2], config.params("load", side).size)
             _check_cluster_sizes(side, shape, config)
@@ -50,10 +50,6 @@ def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
         raise ConfigError("color_normalize.regions with direction=style_to_content cannot restore "
                           "unnormalize.palette=style (the inverse needs the style's geometry); use content_to_style")
     return device
-
-
-def _labels_role(side: str) -> str:
-    return f"{side}.fuse_segmentation.labels"
 
 
 def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConfig) -> None:

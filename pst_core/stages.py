@@ -270,9 +270,9 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
 
 
 def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: str) -> StageOutcome:
-    from .labels import check_fits, label_masks, read_labels
+    from .labels import check_fits, label_masks, labels_role, read_labels
 
-    role = f"{side}.fuse_segmentation.labels"
+    role = labels_role(side)
     labels = read_labels(path, LoadParams().max_pixels, role)
 
     def compute():
