@@ -251,6 +251,13 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def _is_text_field(annotation: Any) -> bool:
+    """str or str | None: names and paths, taken as written."""
+    options = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else {annotation}
+    return str in options and options <= {str, type(None)}
+
+
 def _is_list_field(annotation: Any) -> bool:
     options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
         else (annotation,)
@@ -304,8 +311,9 @@ def set_parameter(raw: dict[str, Any], assignment: str) -> None:
     if side is not None and stage not in SIDED_STAGES:
         raise ConfigError(f"parameter {name!r}: {stage} joins both images and has no per-side settings")
     target = raw.setdefault(side, {}).setdefault(stage, {}) if side else raw.setdefault(stage, {})
-    value = _parse_value(text)
-    if isinstance(value, str) and _is_list_field(STAGE_MODELS[stage].model_fields[param].annotation):
+    annotation = STAGE_MODELS[stage].model_fields[param].annotation
+    value = text if _is_text_field(annotation) else _parse_value(text)  # a file named 123 stays a name
+    if isinstance(value, str) and _is_list_field(annotation):
         value = [value]  # a one-element list needs no comma: features.layers=relu3_1
     target[param] = value
 

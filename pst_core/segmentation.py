@@ -38,7 +38,7 @@ def layer_indicators(image: torch.Tensor, vgg, layers: list[str], cluster: Clust
 
 
 def fuse_regions(indicators: dict[str, torch.Tensor], params: FuseParams, image: torch.Tensor) -> torch.Tensor:
-    _, regions = fuse_indicators(indicators, image=image, **params.model_dump())
+    _, regions = fuse_indicators(indicators, image=image, **params.model_dump(exclude={"labels"}))
     return regions
 
 

@@ -21,6 +21,8 @@ def test_values_are_parsed():
                                     "style_transfer.regions={1: {keep_content: true}}"])
     assert yaml_style.style_transfer.mapping == {0: 1, 1: 0}
     assert yaml_style.style_transfer.regions[1].keep_content
+    named = build_config(sets=["content.fuse_segmentation.labels=123", "features.weights=7.pt"])
+    assert named.params("fuse_segmentation", "content").labels == "123" and named.features.weights == "7.pt"
 
 
 @pytest.mark.parametrize("assignment, message", [
