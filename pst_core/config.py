@@ -37,7 +37,8 @@ class LoadParams(StageParams):
 
 class ColorNormalizeParams(StageParams):
     method: Literal["linear", "cholesky", "pca", "luminance", "none"] = Field(
-        "linear", description="linear: mean/covariance by the symmetric (Monge-Kantorovich) square root"
+        "linear", description="linear: mean/covariance matched by the symmetric (Monge-Kantorovich) map; cholesky; "
+                              "pca; luminance: luminance only, chroma from the content (Gatys et al.); none"
     )
     direction: Literal["content_to_style", "style_to_content"] = Field(
         "content_to_style", description="Which image is moved to the other's colour statistics"
@@ -50,7 +51,8 @@ class ColorNormalizeParams(StageParams):
 class FeaturesParams(StageParams):
     weights: str = Field("imagenet", description="'imagenet', 'random' (seeded), or a path to a VGG19 state_dict")
     seed: int = Field(0, ge=0, description="Seed of the random weights (weights=random only)")
-    layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1)
+    layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1,
+                              description="VGG19 layers stored and clustered for segmentation")
 
     @field_validator("layers")
     @classmethod
@@ -63,13 +65,13 @@ class ClusterLayerParams(StageParams):
     k: int = Field(3, ge=1, le=64, description="Clusters per layer")
     # Few steps on purpose: on seg_dev, 20 steps from the k-means++ init beat 50 and 200 (longer
     # training drifts towards the balanced, equal-area optimum of the objective).
-    iterations: int = Field(20, ge=1, le=100_000)
+    iterations: int = Field(20, ge=1, le=100_000, description="Adam steps of the per-image clustering model")
     entropy_weight: float = Field(1.0, ge=0, le=1e3, description="lambda: weight of the mean per-pixel entropy")
     balance_weight: float = Field(0.5, ge=0, le=1e3, description="Weight of the entropy of the mean distribution")
     smoothness: float = Field(0.0, ge=0, le=1e3, description="Weight of the total variation of the probabilities")
     coords_weight: float = Field(0.0, ge=0, le=1e3, description="Scale of pixel coordinates appended to features")
-    lr: float = Field(0.05, gt=0, le=10)
-    seed: int = Field(0, ge=0)
+    lr: float = Field(0.05, gt=0, le=10, description="Adam step size")
+    seed: int = Field(0, ge=0, description="Seed of the k-means++ initialisation")
     layers: list[str] | None = Field(
         None, description="Layers to cluster ('rgb' = colour channels); default: rgb + features.layers"
     )
@@ -91,13 +93,13 @@ class BackpropParams(StageParams):
 
 class FuseParams(StageParams):
     k: int = Field(3, ge=1, le=64, description="Final regions per image")
-    iterations: int = Field(20, ge=1, le=100_000)
-    entropy_weight: float = Field(1.0, ge=0, le=1e3)
+    iterations: int = Field(20, ge=1, le=100_000, description="Adam steps of the fusion clustering model")
+    entropy_weight: float = Field(1.0, ge=0, le=1e3, description="Weight of the mean per-pixel entropy")
     balance_weight: float = Field(0.5, ge=0, le=1e3, description="Lower than 1: foregrounds are smaller than 1/k")
-    smoothness: float = Field(1.0, ge=0, le=1e3)
+    smoothness: float = Field(1.0, ge=0, le=1e3, description="Weight of the total variation of the region maps")
     coords_weight: float = Field(1.0, ge=0, le=1e3, description="Scale of y, x and centre distance (centre prior)")
-    lr: float = Field(0.05, gt=0, le=10)
-    seed: int = Field(0, ge=0)
+    lr: float = Field(0.05, gt=0, le=10, description="Adam step size")
+    seed: int = Field(0, ge=0, description="Seed of the k-means++ initialisation")
     layer_weights: dict[str, float] = Field(default_factory=dict, description="Weight per layer name (default 1)")
     colour_weight: float = Field(
         4.0, ge=0, le=1e3, description="Weight of the image's own Lab colour, fused beside the indicators (0: none)"
@@ -126,24 +128,28 @@ class StyleTransferParams(StageParams):
     iterations: int = Field(300, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.losses), so these need no retuning across sizes;
     # 10:1 was chosen on the seeded random VGG19 at 64 px, not checked with ImageNet weights.
-    style_weight: float = Field(10.0, ge=0, le=1e9)
-    content_weight: float = Field(1.0, ge=0, le=1e9)
-    tv_weight: float = Field(0.0, ge=0, le=1e9)
+    style_weight: float = Field(10.0, ge=0, le=1e9, description="Weight of the style losses (relative errors)")
+    content_weight: float = Field(1.0, ge=0, le=1e9, description="Weight of the content loss (relative error)")
+    tv_weight: float = Field(0.0, ge=0, le=1e9, description="Weight of total variation (smoothness of the output)")
     mapping: Literal["auto", "overlap"] | dict[int, int] = Field(
         "auto", description="auto (feature similarity), overlap, or {content_region: style_region}"
     )
     regions: dict[int, RegionSettings] = Field(default_factory=dict, description="Per content region settings")
     mapping_layer: str = Field("relu3_1", description="VGG layer whose masked statistics mapping=auto compares")
-    content_layers: list[str] = Field(default_factory=lambda: ["relu4_2"], min_length=1)
-    style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1)
-    loss: Literal["gram", "meancov"] = "gram"
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    content_layers: list[str] = Field(default_factory=lambda: ["relu4_2"], min_length=1,
+                                      description="Layers of the content loss")
+    style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1,
+                                    description="Layers of the style losses (each region may have its own)")
+    loss: Literal["gram", "meancov"] = Field(
+        "gram", description="gram: Gatys et al.'s masked Gram matrices; meancov: mean + covariance (Wasserstein-2)"
+    )
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs or adam")
     lr: float = Field(0.02, gt=0, le=100, description="Adam step size")
     lbfgs_history: int = Field(100, ge=1, le=1000, description="L-BFGS history size")
     scales: int = Field(1, ge=1, le=8, description="Multi-scale schedule: number of scales (x2 each)")
     scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale")
-    init: Literal["content", "style", "noise"] = "content"
-    seed: int = Field(0, ge=0)
+    init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
+    seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations (0: none)")
 
     @field_validator("content_layers", "style_layers")
