@@ -131,3 +131,25 @@ def test_dataset_rows_with_and_without_label_images(images, drawn, tmp_path):
     fused = [store.open("fuse_segmentation", s["key"]) for s in result["stages"]
              if s["stage"] == "fuse_segmentation" and s["side"] == "content"]
     assert sorted("labels_source" in entry.attrs for entry in fused) == [False, True]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_segment_output_is_a_label_image_to_edit_and_feed_back(images, tmp_path, capsys):
+    """pst segment writes labels at the input's resolution; fed back unchanged they are the same regions."""
+    import json
+
+    from flows.cli import main
+
+    sets = sum((["--set", s] for s in FAST), [])
+    store = str(tmp_path / "store")
+    assert main(["segment", images["content"], "--regions", "2", "--out", str(tmp_path / "regions.png"),
+                 "--store", store, *sets]) == 0
+    found = np.asarray(Image.open(tmp_path / "regions.png"))
+    capsys.readouterr()
+    assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store", store,
+                 "--content-labels", str(tmp_path / "regions.png"), "--json", *sets]) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    key = next(s["key"] for s in stages if s["stage"] == "fuse_segmentation" and s["image"] == "content")
+    fed_back = ArtifactStore(store).open("fuse_segmentation", key)
+    assert "labels_source" in fed_back.attrs
+    assert np.array_equal(fed_back.array("labels"), found)  # load.size=40 is the input's size
