@@ -257,17 +257,20 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def _type_options(annotation: Any) -> tuple:
+    """The members of a union annotation (X | Y), or the annotation itself."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
 def _is_text_field(annotation: Any) -> bool:
     """str or str | None: names and paths, taken as written."""
-    options = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else {annotation}
+    options = set(_type_options(annotation))
     return str in options and options <= {str, type(None)}
 
 
 def _is_list_field(annotation: Any) -> bool:
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else (annotation,)
-    return any(typing.get_origin(option) is list for option in options)
+    return any(typing.get_origin(option) is list for option in _type_options(annotation))
 
 
 def _suggest(name: str, choices: list[str]) -> str:
