@@ -1,12 +1,129 @@
-"""Synthetic scenes with known regions, for tests and benchmarks (no files, no downloads)."""
+"""Synthetic scenes with known regions, for tests and benchmarks (no files, no downloads).
+
+Textures are luminance patterns of a known structure (stripes, waves, dots, checks, blobs) at a
+chosen period and orientation, normalised to zero mean and unit standard deviation, so that regions
+built from them can share mean colour and contrast exactly and differ in structure alone. Layouts
+are label maps (halves, a disk, strips, quadrants, irregular blobs) with 2 to 4 regions. A mosaic
+puts one texture (and one colour) in each region of a layout.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+TEXTURES = ("stripes", "waves", "dots", "checks", "blobs", "grating")
+LAYOUTS = ("halves", "halves_h", "disk", "strips3", "quadrants", "irregular2", "irregular3", "irregular4")
+
 
 def _soft_step(distance: np.ndarray, width: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-distance / width))
+
+
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    return yy, xx
+
+
+def _rotated(shape, angle_deg: float):
+    yy, xx = _grid(shape)
+    a = np.deg2rad(angle_deg)
+    return xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
+
+
+def _smooth_noise(shape, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian-filtered white noise (FFT), correlation length ~ ``scale`` pixels, zero mean unit std."""
+    noise = rng.standard_normal(shape)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.fftfreq(shape[1])[None, :]
+    sigma = scale / 2.5
+    smooth = np.fft.ifft2(np.fft.fft2(noise) * np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))).real
+    return (smooth - smooth.mean()) / max(smooth.std(), 1e-12)
+
+
+def texture(kind: str, shape: tuple[int, int], period: float, angle: float = 0.0,
+            rng: np.random.Generator | None = None) -> np.ndarray:
+    """A luminance pattern (H, W) with zero mean and unit standard deviation.
+
+    ``period`` in pixels (blobs: correlation length); ``angle`` in degrees (the direction across
+    which stripes alternate; lattices are rotated by it)."""
+    rng = rng or np.random.default_rng(0)
+    u, v = _rotated(shape, angle)
+    phase = rng.uniform(0, period)
+    if kind == "stripes":  # square-wave stripes, half dark half light, slightly softened edges
+        pattern = np.tanh(4 * np.sin(2 * np.pi * (u + phase) / period))
+    elif kind == "grating":  # a pure sinusoid
+        pattern = np.sin(2 * np.pi * (u + phase) / period)
+    elif kind == "waves":  # stripes whose phase meanders (the demo's brush-like waves)
+        pattern = np.sin(2 * np.pi * (u + phase) / period + 1.2 * np.sin(2 * np.pi * v / (3.5 * period)))
+    elif kind == "dots":  # a square lattice of disks
+        fu, fv = ((u + phase) % period) / period - 0.5, ((v + phase) % period) / period - 0.5
+        pattern = _soft_step(0.22 - np.hypot(fu, fv), 0.02)
+    elif kind == "checks":
+        pattern = np.tanh(4 * np.sin(2 * np.pi * (u + phase) / period) * np.sin(2 * np.pi * (v + phase) / period))
+    elif kind == "blobs":  # thresholded smooth noise: irregular blobs about ``period`` across
+        pattern = np.tanh(3 * _smooth_noise(shape, period, rng))
+    else:
+        raise ValueError(f"unknown texture {kind!r} (choose from {', '.join(TEXTURES)})")
+    return (pattern - pattern.mean()) / max(pattern.std(), 1e-12)
+
+
+def layout(kind: str, shape: tuple[int, int], rng: np.random.Generator | None = None) -> np.ndarray:
+    """A label map (H, W) of int64 region numbers 0..n-1."""
+    rng = rng or np.random.default_rng(0)
+    yy, xx = _grid(shape)
+    h, w = shape
+    if kind == "halves":  # left | right
+        return (xx >= w / 2).astype(np.int64)
+    if kind == "halves_h":  # top / bottom
+        return (yy >= h / 2).astype(np.int64)
+    if kind == "disk":  # a disk (0) in a ground (1)
+        cy, cx = h * rng.uniform(0.4, 0.6), w * rng.uniform(0.4, 0.6)
+        return (np.hypot(yy - cy, xx - cx) > 0.3 * min(h, w)).astype(np.int64)
+    if kind == "strips3":  # three horizontal bands
+        return np.minimum((yy * 3 / h).astype(np.int64), 2)
+    if kind == "quadrants":
+        return (yy >= h / 2).astype(np.int64) * 2 + (xx >= w / 2).astype(np.int64)
+    if kind.startswith("irregular"):  # smooth random partition into n regions of similar area
+        n = int(kind[len("irregular"):])
+        fields = np.stack([_smooth_noise(shape, 0.35 * min(h, w), rng) for _ in range(n)])
+        labels = fields.argmax(0)
+        if len(np.unique(labels)) < n:  # degenerate draw: fall back to vertical bands
+            return np.minimum((xx * n / w).astype(np.int64), n - 1)
+        return labels.astype(np.int64)
+    raise ValueError(f"unknown layout {kind!r} (choose from {', '.join(LAYOUTS)})")
+
+
+def colourise(pattern: np.ndarray, mean_rgb, contrast: float = 0.18, tint=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """(H, W) zero-mean unit-std pattern -> (3, H, W): ``mean_rgb`` + contrast * tint * pattern."""
+    mean = np.asarray(mean_rgb, np.float64)[:, None, None]
+    tint = np.asarray(tint, np.float64)[:, None, None]
+    return mean + contrast * tint * pattern[None]
+
+
+def mosaic(labels: np.ndarray, patterns: list[np.ndarray], means: list, contrast: float = 0.18,
+           tints: list | None = None, edge: float = 0.0) -> np.ndarray:
+    """Region r of ``labels`` takes ``patterns[r]`` coloured with ``means[r]`` (and ``tints[r]``).
+
+    ``edge`` > 0 softens region borders over about that many pixels. Returns (3, H, W) float32 in [0, 1]."""
+    n = int(labels.max()) + 1
+    tints = tints or [(1.0, 1.0, 1.0)] * n
+    weights = np.stack([(labels == r).astype(np.float64) for r in range(n)])
+    if edge > 0:
+        weights = np.stack([_blur(wr, edge) for wr in weights])
+        weights /= weights.sum(0, keepdims=True)
+    image = sum(weights[r][None] * colourise(patterns[r], means[r], contrast, tints[r]) for r in range(n))
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    fy = np.fft.fftfreq(image.shape[0])[:, None]
+    fx = np.fft.fftfreq(image.shape[1])[None, :]
+    return np.fft.ifft2(np.fft.fft2(image) * np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))).real
+
+
+def label_masks(labels: np.ndarray) -> np.ndarray:
+    """(H, W) labels -> (K, H, W) float32 one-hot masks."""
+    return np.stack([(labels == r) for r in range(int(labels.max()) + 1)]).astype(np.float32)
 
 
 def disk_scene(size: int) -> tuple[np.ndarray, np.ndarray]:
