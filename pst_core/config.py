@@ -46,6 +46,11 @@ class ColorNormalizeParams(StageParams):
     regions: bool = Field(
         False, description="One transform per mapped region pair (needs both segmentations and a mapping)"
     )
+    max_gain: float = Field(
+        4.0, ge=1, le=1e3, description="The transform squeezes no colour direction by more than this, so its "
+                                       "inverse amplifies nothing more: keeps one- and two-colour styles well "
+                                       "conditioned"
+    )
 
 
 class FeaturesParams(StageParams):

@@ -27,7 +27,7 @@ from .vgg import load_vgg, strict_cuda_numerics, weights_fingerprint
 # Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
 STAGE_VERSIONS = {
     "load": 1,
-    "color_normalize": 1,
+    "color_normalize": 2,  # 2: covariance floor and bounded gain
     "features": 1,
     "cluster_layer": 1,
     "backprop_clusters": 2,
@@ -137,7 +137,8 @@ def color_normalize(store: ArtifactStore, content_key: str, style_key: str, para
             masks = {"content_masks": read_regions(store, regions[0]), "style_masks": read_regions(store, regions[1]),
                      "mapping": mapping}
         content, style, transform = normalize_pair(_image(store, content_key), _image(store, style_key),
-                                                   params.method, params.direction, **masks)
+                                                   params.method, params.direction, max_gain=params.max_gain,
+                                                   **masks)
         arrays = {"content": ArrayOut(content, ("channel", "y", "x")),
                   "style": ArrayOut(style, ("channel", "style_y", "style_x")),
                   **_small_arrays("transform_", transform.to_arrays())}

@@ -4,7 +4,8 @@ import torch
 
 from pst_core.config import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.losses import GramLoss, Region, masked_grams, region_style_distances
+from pst_core.losses import GramLoss, Region, masked_grams
+from pst_core.quality import region_style_distances
 from pst_core.mapping import map_regions, resize_masks
 from pst_core.style import _Objective, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
