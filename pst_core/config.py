@@ -145,14 +145,22 @@ class StyleTransferParams(StageParams):
                                       description="Layers of the content loss")
     style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1,
                                     description="Layers of the style losses (each region may have its own)")
-    loss: Literal["gram", "meancov"] = Field(
-        "gram", description="gram: Gatys et al.'s masked Gram matrices; meancov: mean + covariance (Wasserstein-2)"
+    loss: Literal["meancov", "gram"] = Field(
+        "meancov", description="meancov: mean + covariance (Wasserstein-2); gram: Gatys et al.'s masked Gram matrices"
     )
-    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs or adam")
+    pooling: Literal["average", "max"] = Field(
+        "average", description="VGG pooling in the transfer (same weights): average draws the style's structure, "
+                               "max (the original network) leaves pixel speckle with random weights"
+    )
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs, or adam (with an average of its iterates)")
     lr: float = Field(0.02, gt=0, le=100, description="Adam step size")
+    average: float = Field(0.99, ge=0, lt=1, description="Adam: decay of the moving average of iterates that "
+                                                         "is the output (0: the last iterate)")
     lbfgs_history: int = Field(100, ge=1, le=1000, description="L-BFGS history size")
-    scales: int = Field(1, ge=1, le=8, description="Multi-scale schedule: number of scales (x2 each)")
-    scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale")
+    min_size: int = Field(64, ge=0, le=8192, description="Coarse to fine: the first scale's longer side, doubling up "
+                                                         "to the working size (0: one scale)")
+    scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale (default: "
+                                                                 "as many as at the final scale)")
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations (0: none)")

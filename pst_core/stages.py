@@ -32,7 +32,7 @@ STAGE_VERSIONS = {
     "cluster_layer": 1,
     "backprop_clusters": 2,
     "fuse_segmentation": 2,
-    "style_transfer": 2,  # 2: output spans the normalised inputs' range, not [0, 1]
+    "style_transfer": 3,  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
     "unnormalize": 1,
 }
 
@@ -326,7 +326,6 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
 
 def _progress_printer(params: StyleTransferParams, progress: Progress) -> Callable[[dict], None]:
     every = max(1, params.iterations // 10)
-    total = params.iterations + (params.scales - 1) * (params.scale_iterations or params.iterations)
     last = {"time": time.perf_counter(), "iteration": 0}
 
     def report(step: dict) -> None:
@@ -336,7 +335,7 @@ def _progress_printer(params: StyleTransferParams, progress: Progress) -> Callab
             rate = (now - last["time"]) / max(1, iteration - last["iteration"])
             last.update(time=now, iteration=iteration)
             losses = " ".join(f"{k}={step[k]:.4g}" for k in ("total", "content", "style") if k in step)
-            progress(f"style_transfer scale {step.get('scale', 0)} iteration {iteration}/{total}: {losses} "
+            progress(f"style_transfer scale {step.get('scale', 0)} iteration {iteration}/{step.get('of', '?')}: {losses} "
                      f"({rate:.2f} s/it)")
 
     return report
