@@ -134,10 +134,16 @@ def stylise(case: Case, config, partitioned: bool, snapshot_every: int):
     else:
         cm, sm, mapping = np.ones_like(case.content_masks[:1]), np.ones_like(case.style_masks[:1]), {0: 0}
     params = params.model_copy(update={"mapping": mapping})
-    extra = {"max_gain": colour.max_gain} if hasattr(colour, "max_gain") else {}  # older code: unbounded
+    method, direction = colour.method, colour.direction
+    extra = {}
+    if hasattr(colour, "max_gain"):  # older code: no bound, no auto
+        from pst_core.color import resolve
+
+        method, direction = resolve(method, direction, config.unnormalize.palette)
+        extra["max_gain"] = colour.max_gain
     if colour.regions:  # one transform per mapped region pair, as the pipeline fits it
         extra.update(content_masks=cm, style_masks=sm, mapping=mapping)
-    content, style, transform = normalize_pair(case.content, case.style, colour.method, colour.direction, **extra)
+    content, style, transform = normalize_pair(case.content, case.style, method, direction, **extra)
     vgg = load_vgg(config.features.weights, config.features.seed)
     snapshots = []
     start = time.perf_counter()

@@ -61,10 +61,13 @@ def segment_side(store: str, path: str, side: str, config: PipelineConfig, devic
 
 def normalise_colours(store: str, c: SideFutures, s: SideFutures, config: PipelineConfig) -> PrefectFuture:
     """color_normalize; region-aware (after both segmentations) when color_normalize.regions is set."""
+    palette = config.unnormalize.palette
     if config.color_normalize.regions:
+        transfer, features = config.style_transfer, config.params("features", "content")
+        net = stages.MappingNet(features.weights, features.seed, transfer.pooling, transfer.mapping_layer)
         return t.color_normalize.submit(store, c.load, s.load, config.color_normalize, c.regions, s.regions,
-                                        stages.colour_mapping(config.style_transfer.mapping))
-    return t.color_normalize.submit(store, c.load, s.load, config.color_normalize)
+                                        transfer.mapping, palette, net)
+    return t.color_normalize.submit(store, c.load, s.load, config.color_normalize, palette=palette)
 
 
 def collect(futures: list[PrefectFuture]) -> tuple[list[StageOutcome], BaseException | None]:

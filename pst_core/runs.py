@@ -6,6 +6,7 @@ import datetime as _dt
 import time
 from typing import Any
 
+from .color import resolve
 from .config import SIDES, PipelineConfig
 from .errors import ConfigError
 from .imageio import read_image, working_shape
@@ -45,8 +46,9 @@ def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
         features = config.params("features", side)
         load_vgg(features.weights, features.seed, device)
     _check_mapping(config, regions)
-    if (config.color_normalize.regions and config.color_normalize.direction == "style_to_content"
-            and config.unnormalize.palette == "style"):
+    palette = config.unnormalize.palette
+    direction = resolve(config.color_normalize.method, config.color_normalize.direction, palette)[1]
+    if config.color_normalize.regions and direction == "style_to_content" and palette == "style":
         raise ConfigError("color_normalize.regions with direction=style_to_content cannot restore "
                           "unnormalize.palette=style (the inverse needs the style's geometry); use content_to_style")
     return device

@@ -17,17 +17,18 @@ import numpy as np
 import torch
 
 from . import __version__
-from .color import ColorTransform, normalize_pair, restore_palette
+from .color import ColorTransform, normalize_pair, resolve, restore_palette
 from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
                      LoadParams, StyleTransferParams, UnnormalizeParams)
 from .imageio import pixel_digest, read_image, resize, working_shape
+from .mapping import map_regions
 from .store import ArrayOut, ArtifactStore, key_digest
 from .vgg import load_vgg, strict_cuda_numerics, weights_fingerprint
 
 # Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
 STAGE_VERSIONS = {
     "load": 1,
-    "color_normalize": 2,  # 2: covariance floor and bounded gain
+    "color_normalize": 3,  # 2: covariance floor and bounded gain; 3: decides the region pairs
     "features": 1,
     "cluster_layer": 1,
     "backprop_clusters": 2,
@@ -121,37 +122,72 @@ def load(store: ArtifactStore, path: str, params: LoadParams, side: str = "conte
 
 
 # -- 2. color_normalize ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MappingNet:
+    """The network ``mapping=auto`` compares regions with: the transfer's (weights, pooling) at ``layer``."""
+
+    weights: str
+    seed: int
+    pooling: str
+    layer: str
+
+    def key(self) -> dict[str, Any]:
+        return {"weights": weights_fingerprint(self.weights), "seed": self.seed, "pooling": self.pooling,
+                "layer": self.layer}
+
+
 def color_normalize(store: ArtifactStore, content_key: str, style_key: str, params: ColorNormalizeParams,
-                    regions: tuple[str, str] | None = None, mapping: Any = None) -> StageOutcome:
-    """Fit and apply the colour transform. With ``params.regions``, ``regions`` holds the content and
-    style fuse_segmentation keys and ``mapping`` the region mapping (a dict, or "overlap")."""
+                    regions: tuple[str, str] | None = None, mapping: Any = None, palette: str = "content",
+                    mapping_net: MappingNet | None = None) -> StageOutcome:
+    """Fit and apply the colour transform (``auto`` method and direction resolved for ``palette``).
+
+    With ``params.regions``, ``regions`` holds the content and style fuse_segmentation keys and
+    ``mapping`` the transfer's mapping (a dict, "overlap" or "auto"). The region pairs are decided
+    here, before the transfer (``auto`` compares the regions' features, through ``mapping_net``, on the
+    globally normalised images), stored in the entry's attrs, and the transfer takes them from there:
+    colours and styles are paired alike."""
+    method, direction = resolve(params.method, params.direction, palette)
     inputs = {"content": content_key, "style": style_key}
-    key_params = params.model_dump()
+    key_params = {**params.model_dump(), "method": method, "direction": direction}
     if params.regions:
         inputs.update(content_regions=regions[0], style_regions=regions[1])
         key_params["mapping"] = {str(c): s for c, s in mapping.items()} if isinstance(mapping, dict) else mapping
+        if mapping == "auto":
+            key_params["mapping_net"] = mapping_net.key()
 
     def compute():
-        masks = {}
-        if params.regions:
-            masks = {"content_masks": read_regions(store, regions[0]), "style_masks": read_regions(store, regions[1]),
-                     "mapping": mapping}
-        content, style, transform = normalize_pair(_image(store, content_key), _image(store, style_key),
-                                                   params.method, params.direction, max_gain=params.max_gain,
-                                                   **masks)
-        arrays = {"content": ArrayOut(content, ("channel", "y", "x")),
-                  "style": ArrayOut(style, ("channel", "style_y", "style_x")),
-                  **_small_arrays("transform_", transform.to_arrays())}
-        return arrays, {"transform": transform.to_attrs()}
+        content, style = _image(store, content_key), _image(store, style_key)
+        if not params.regions:
+            normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain)
+            return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs()}
+        masks = read_regions(store, regions[0]), read_regions(store, regions[1])
+        pairs = mapping
+        if mapping == "auto":
+            pairs = _auto_mapping(content, style, *masks, method, direction, params.max_gain, mapping_net)
+        normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain,
+                                    content_masks=masks[0], style_masks=masks[1], mapping=pairs)
+        pairs = map_regions(masks[0], masks[1], pairs)  # overlap and partial dicts, filled in
+        return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs(),
+                                                 "mapping": {str(c): t for c, t in pairs.items()}}
 
     return _execute(store, "color_normalize", key_params, inputs, compute)
 
 
-def colour_mapping(mapping: Any) -> Any:
-    """The mapping a region-aware colour transform uses: the transfer's, where it is known before the
-    transfer (explicit or overlap); ``auto`` compares features of the normalised images, so colour uses
-    ``overlap`` then."""
-    return mapping if isinstance(mapping, dict) else "overlap"
+def _normalised_arrays(content: np.ndarray, style: np.ndarray, transform: ColorTransform) -> dict[str, ArrayOut]:
+    return {"content": ArrayOut(content, ("channel", "y", "x")),
+            "style": ArrayOut(style, ("channel", "style_y", "style_x")),
+            **_small_arrays("transform_", transform.to_arrays())}
+
+
+def _auto_mapping(content, style, content_masks, style_masks, method, direction, max_gain, net: MappingNet):
+    """mapping=auto, decided on the globally normalised images (so colour differences do not decide it)."""
+    if len(style_masks) == 1:
+        return {c: 0 for c in range(len(content_masks))}
+    content_n, style_n, _ = normalize_pair(content, style, method, direction, max_gain=max_gain)
+    vgg = load_vgg(net.weights, net.seed).with_pooling(net.pooling)
+    with torch.no_grad():
+        features = [vgg(_tensor(image)[None], [net.layer])[net.layer][0] for image in (content_n, style_n)]
+    return map_regions(content_masks, style_masks, "auto", content_features=features[0], style_features=features[1])
 
 
 def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:
@@ -306,9 +342,13 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
         normalised = store.open("color_normalize", color_key)
         net = load_vgg(features_params.weights, features_params.seed, device)
         snapshots: list[tuple[int, np.ndarray]] = []
+        # A region-aware colour stage decided the region pairs: style them as they were coloured.
+        pairs = normalised.attrs.get("mapping")
+        run_params = params if pairs is None else params.model_copy(
+            update={"mapping": {int(c): t for c, t in pairs.items()}})
         result = transfer(normalised.array("content"), normalised.array("style"),
                           read_regions(store, content_regions_key), read_regions(store, style_regions_key),
-                          net, params, device=device, progress=_progress_printer(params, progress),
+                          net, run_params, device=device, progress=_progress_printer(params, progress),
                           snapshot=lambda it, img: snapshots.append((it, img)))
         arrays = {"image": ArrayOut(result.image, ("channel", "y", "x"))}
         if result.snapshots:

@@ -46,9 +46,10 @@ def load(store: str, path: str, params: LoadParams, side: str):
 @stage_task(name="color_normalize")
 def color_normalize(store: str, content: StageOutcome, style: StageOutcome, params: ColorNormalizeParams,
                     content_regions: StageOutcome | None = None, style_regions: StageOutcome | None = None,
-                    mapping: Any = None):
+                    mapping: Any = None, palette: str = "content", mapping_net: stages.MappingNet | None = None):
     regions = (content_regions.key, style_regions.key) if params.regions else None
-    return _finish(stages.color_normalize(ArtifactStore(store), content.key, style.key, params, regions, mapping))
+    return _finish(stages.color_normalize(ArtifactStore(store), content.key, style.key, params, regions, mapping,
+                                          palette, mapping_net))
 
 
 @stage_task(name="features", task_run_name="features-{side}")
