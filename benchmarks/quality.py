@@ -175,15 +175,15 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
             "gram_other_over_own": round(float(gram), 3)}
 
 
-def time_to_quality(case: Case, timeline) -> float | None:
-    """Seconds until a snapshot at the final scale first meets the structure and noise targets."""
-    for _, seconds, image in timeline:
+def time_to_quality(case: Case, timeline) -> tuple[int, float] | None:
+    """(Iteration, seconds) when a snapshot at the final scale first meets the structure and noise targets."""
+    for iteration, seconds, image in timeline:
         if image.shape != case.content.shape:  # a coarser scale: not yet the picture asked for
             continue
         scores = quality.structure_scores(image, case.content_masks, case.style, case.style_masks, case.mapping)
         if min(scores.values()) >= STRUCTURE_TARGET and quality.noise_ratio(image, case.content, case.style) \
                 <= NOISE_TARGET:
-            return seconds
+            return iteration, seconds
     return None
 
 
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"quality {args.label}: weights={args.weights} {' '.join(args.set)}")
     print(f"{'case':24s} {'px':>4s} {'run':5s} {'structure':>16s} {'min':>6s} {'noise':>6s} {'palette':>13s} "
-          f"{'gram':>5s} {'s':>6s} {'to-q s':>6s}")
+          f"{'gram':>5s} {'s':>6s} {'to-q s@it':>9s}")
     for size in args.sizes:
         for case in cases(size, args.cases):
             outputs = {}
@@ -222,15 +222,18 @@ def main(argv=None) -> int:
                 final, styled, style_n, seconds, timeline = stylise(case, config, partitioned, args.snapshot_every)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
-                       "time_to_quality": time_to_quality(case, timeline)}
+                       "time_to_quality": None, "iterations_to_quality": None}
+                reached = time_to_quality(case, timeline)
+                if reached:
+                    row["iterations_to_quality"], row["time_to_quality"] = reached[0], round(reached[1], 1)
                 outputs[run] = final
                 rows.append(row)
-                ttq = "-" if row["time_to_quality"] is None else f"{row['time_to_quality']:.0f}"
+                ttq = "-" if reached is None else f"{reached[1]:.0f}@{reached[0]}"
                 structure = " ".join(f"{v:5.2f}" for v in row["structure"].values())
                 palette = f"{np.mean(row['palette_asked']):5.1f}/{np.mean(row['palette_other']):5.1f}"
                 print(f"{case.name:24s} {size:4d} {run:5s} {structure:>16s} {row['structure_min']:6.2f} "
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
-                      f"{ttq:>6s}", flush=True)
+                      f"{ttq:>9s}", flush=True)
             if images:
                 save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
             if args.no_k1:

@@ -166,7 +166,7 @@ class StyleTransferParams(StageParams):
                                                                  "as many as at the final scale)")
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
-    snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations (0: none)")
+    snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
 
     @field_validator("content_layers", "style_layers")
     @classmethod
