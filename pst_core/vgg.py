@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from pathlib import Path
 
 import torch
@@ -133,9 +134,15 @@ def _build(weights: str, seed: int, device: str) -> VGGFeatures:
     return net.to(device)
 
 
+_BUILDING = threading.Lock()
+
+
 def load_vgg(weights: str = "imagenet", seed: int = 0, device: str = "cpu") -> VGGFeatures:
-    """The shared (cached) VGG19 feature network for these weights; never trained, never mutated."""
-    return _build(weights, seed, device)
+    """The shared (cached) VGG19 feature network for these weights; never trained, never mutated.
+    Built under a lock: random weights are drawn from torch's global generator, which two threads
+    building at once (two stages of a run, each the first to need the network) would share."""
+    with _BUILDING:
+        return _build(weights, seed, device)
 
 
 def resolve_device(device: str = "auto") -> str:
