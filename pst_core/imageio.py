@@ -34,9 +34,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = 100_000_000, role: str
         raise InputError(f"{name}: cannot be read (permission denied)")
     try:
         with Image.open(file) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise InputError(f"{name}: {width}x{height} has more pixels than load.max_pixels={max_pixels}")
+            check_pixel_count(name, img.size[0], img.size[1], max_pixels)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 img.load()
@@ -48,6 +46,11 @@ def read_image(path: str | os.PathLike, max_pixels: int = 100_000_000, role: str
         raise InputError(f"{name}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: cannot be decoded ({' '.join(str(exc).split())})") from None
+
+
+def check_pixel_count(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(f"{name}: {width}x{height} has more pixels than load.max_pixels={max_pixels}")
 
 
 def _to_rgb_float(img: Image.Image) -> np.ndarray:

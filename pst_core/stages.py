@@ -1,7 +1,8 @@
 """The pipeline's stages: each reads its inputs from the store by key, computes, and publishes one entry.
 
 Every stage function has the same shape: build the stage's key from its own parameters and its
-inputs' keys; if the store holds a complete entry under that key, return at once ("cached");
+inputs' keys (with ``pst_core.plan``'s ``*_spec`` functions, which plan a run's keys before it runs);
+if the store holds a complete entry under that key, return at once ("cached");
 otherwise compute, write the entry atomically and return ("computed"). Inputs and outputs are store
 keys, never large arrays, so the same functions run in a thread, a process or a Dask worker.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -20,68 +20,31 @@ from . import __version__
 from .color import ColorTransform, normalize_pair, restore_palette
 from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
                      LoadParams, StyleTransferParams, UnnormalizeParams)
+from .errors import InputError
 from .imageio import pixel_digest, read_image, resize, working_shape
-from .store import ArrayOut, ArtifactStore, key_digest
-from .vgg import load_vgg, strict_cuda_numerics, weights_fingerprint
-
-# Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
-STAGE_VERSIONS = {
-    "load": 1,
-    "color_normalize": 1,
-    "features": 1,
-    "cluster_layer": 1,
-    "backprop_clusters": 2,
-    "fuse_segmentation": 2,
-    "style_transfer": 2,  # 2: output spans the normalised inputs' range, not [0, 1]
-    "unnormalize": 1,
-}
-
-Progress = Callable[[str], None]
+from .plan import (STAGE_VERSIONS, KeySpec, StageOutcome, Step, backprop_clusters_spec, cluster_layer_spec,  # noqa: F401
+                   color_normalize_spec, colour_mapping, features_spec, fuse_segmentation_spec, load_spec,
+                   stage_key, style_transfer_spec, unnormalize_spec)
+from .progress import report_progress
+from .store import ArrayOut, ArtifactStore
+from .vgg import load_vgg, strict_cuda_numerics, weights_id
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
-@dataclass
-class StageOutcome:
-    """What a stage hands downstream: where its output lives, and how it got there."""
-
-    stage: str
-    side: str | None
-    key: str
-    status: str  # "computed" | "cached"
-    seconds: float
-    layer: str | None = None
-
-    @property
-    def cached(self) -> bool:
-        return self.status == "cached"
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def stage_key(stage: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
-    return key_digest({"stage": stage, "version": STAGE_VERSIONS[stage], "params": params, "inputs": inputs})
-
-
-def _execute(store: ArtifactStore, stage: str, params: dict[str, Any], inputs: dict[str, str],
-             compute: Callable[[], tuple[dict[str, ArrayOut], dict[str, Any]]],
+def _execute(store: ArtifactStore, spec: KeySpec, compute: Callable[[], tuple[dict[str, ArrayOut], dict[str, Any]]],
              side: str | None = None, layer: str | None = None) -> StageOutcome:
     start = time.perf_counter()
-    key = stage_key(stage, params, inputs)
-    if store.has(stage, key):
-        return StageOutcome(stage, side, key, "cached", time.perf_counter() - start, layer)
+    key = spec.key
+    if store.has(spec.stage, key):
+        return StageOutcome(spec.stage, side, key, "cached", time.perf_counter() - start, layer)
     arrays, extra = compute()
     seconds = time.perf_counter() - start
     attrs = {
-        "stage": stage, "key": key, "params": params, "inputs": inputs, "side": side, "layer": layer,
+        "stage": spec.stage, "key": key, "params": spec.params, "inputs": spec.inputs, "side": side, "layer": layer,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "seconds": seconds,
-        "stage_version": STAGE_VERSIONS[stage], "pst_version": __version__, **extra,
+        "stage_version": STAGE_VERSIONS[spec.stage], "pst_version": __version__, **extra,
     }
-    store.write(stage, key, arrays, attrs)
-    return StageOutcome(stage, side, key, "computed", seconds, layer)
+    store.write(spec.stage, key, arrays, attrs)
+    return StageOutcome(spec.stage, side, key, "computed", seconds, layer)
 
 
 def _tensor(array: np.ndarray, device: str = "cpu") -> torch.Tensor:
@@ -117,7 +80,7 @@ def load(store: ArtifactStore, path: str, params: LoadParams, side: str = "conte
         return ({"image": ArrayOut(image, ("channel", "y", "x"))},
                 {"source": str(path), "source_shape": list(pixels.shape[1:])})
 
-    return _execute(store, "load", params.model_dump(), {"pixels": pixel_digest(pixels)}, compute, side)
+    return _execute(store, load_spec(params, pixel_digest(pixels)), compute, side)
 
 
 # -- 2. color_normalize ----------------------------------------------------------------------------
@@ -125,12 +88,6 @@ def color_normalize(store: ArtifactStore, content_key: str, style_key: str, para
                     regions: tuple[str, str] | None = None, mapping: Any = None) -> StageOutcome:
     """Fit and apply the colour transform. With ``params.regions``, ``regions`` holds the content and
     style fuse_segmentation keys and ``mapping`` the region mapping (a dict, or "overlap")."""
-    inputs = {"content": content_key, "style": style_key}
-    key_params = params.model_dump()
-    if params.regions:
-        inputs.update(content_regions=regions[0], style_regions=regions[1])
-        key_params["mapping"] = {str(c): s for c, s in mapping.items()} if isinstance(mapping, dict) else mapping
-
     def compute():
         masks = {}
         if params.regions:
@@ -143,14 +100,7 @@ def color_normalize(store: ArtifactStore, content_key: str, style_key: str, para
                   **_small_arrays("transform_", transform.to_arrays())}
         return arrays, {"transform": transform.to_attrs()}
 
-    return _execute(store, "color_normalize", key_params, inputs, compute)
-
-
-def colour_mapping(mapping: Any) -> Any:
-    """The mapping a region-aware colour transform uses: the transfer's, where it is known before the
-    transfer (explicit or overlap); ``auto`` compares features of the normalised images, so colour uses
-    ``overlap`` then."""
-    return mapping if isinstance(mapping, dict) else "overlap"
+    return _execute(store, color_normalize_spec(params, content_key, style_key, regions, mapping), compute)
 
 
 def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:
@@ -159,13 +109,6 @@ def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:
 
 
 # -- 3. features -----------------------------------------------------------------------------------
-def _features_key_params(params: FeaturesParams) -> dict[str, Any]:
-    key = {"weights": weights_fingerprint(params.weights), "layers": params.layers}
-    if params.weights == "random":
-        key["seed"] = params.seed
-    return key
-
-
 def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side: str = "content",
              device: str = "cpu") -> StageOutcome:
     def compute():
@@ -181,14 +124,11 @@ def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side:
             arrays[layer] = ArrayOut(data, (f"{layer}_channel", f"{layer}_y", f"{layer}_x"))
         return arrays, {"weights_source": params.weights, "device": device}
 
-    return _execute(store, "features", _features_key_params(params), {"image": image_key}, compute, side)
+    return _execute(store, features_spec(params, image_key, weights_id(params.weights, store.file_memo)), compute,
+                    side)
 
 
 # -- 4. cluster_layer ------------------------------------------------------------------------------
-def _cluster_key_params(params: ClusterLayerParams | FuseParams, layer: str) -> dict[str, Any]:
-    return {**params.model_dump(exclude={"layers"}), "layer": layer}
-
-
 def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: ClusterLayerParams,
                   side: str = "content") -> StageOutcome:
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
@@ -210,8 +150,7 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
                   **_small_arrays("head_", head.to_arrays())}
         return arrays, {}
 
-    return _execute(store, "cluster_layer", _cluster_key_params(params, layer), {"source": source_key},
-                    compute, side, layer)
+    return _execute(store, cluster_layer_spec(params, layer, source_key), compute, side, layer)
 
 
 # -- 5. backprop_clusters --------------------------------------------------------------------------
@@ -233,8 +172,7 @@ def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_
                                          method=params.method, blur=params.blur, features=stored)
         return {"indicators": ArrayOut(indicators.detach().cpu().numpy(), ("cluster", "y", "x"))}, {"device": device}
 
-    return _execute(store, "backprop_clusters", {**params.model_dump(), "layer": layer},
-                    {"clusters": cluster_key, "image": image_key}, compute, side, layer)
+    return _execute(store, backprop_clusters_spec(params, layer, cluster_key, image_key), compute, side, layer)
 
 
 # -- 6. fuse_segmentation --------------------------------------------------------------------------
@@ -262,11 +200,7 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
             image=_tensor(_image(store, image_key)), colour_weight=params.colour_weight)
         return {**_regions_arrays(regions.detach().numpy()), **_small_arrays("head_", head.to_arrays())}, {}
 
-    inputs = {"image": image_key}
-    if params.k > 1:
-        inputs.update({f"indicators:{k}": v for k, v in indicator_keys.items()})
-    key_params = {"k": 1} if params.k == 1 else params.model_dump()
-    return _execute(store, "fuse_segmentation", key_params, inputs, compute, side)
+    return _execute(store, fuse_segmentation_spec(params, indicator_keys, image_key), compute, side)
 
 
 def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: str) -> StageOutcome:
@@ -281,8 +215,7 @@ def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: 
         regions = label_masks(labels, loaded.array("image").shape[1:])
         return _regions_arrays(regions), {"labels_source": str(path)}
 
-    # Keyed by the label map itself: renaming the file re-runs nothing, redrawing it re-runs the transfer.
-    return _execute(store, "fuse_segmentation", {"labels": labels.digest()}, {"image": image_key}, compute, side)
+    return _execute(store, fuse_segmentation_spec(FuseParams(), {}, image_key, labels.digest()), compute, side)
 
 
 def _regions_arrays(regions: np.ndarray) -> dict[str, ArrayOut]:
@@ -296,10 +229,25 @@ def read_regions(store: ArtifactStore, fuse_key: str) -> np.ndarray:
 
 
 # -- 7. style_transfer -----------------------------------------------------------------------------
+def transfer_iterations(params: StyleTransferParams) -> int:
+    """How many iterations the transfer runs, over all its scales."""
+    return params.iterations + (params.scales - 1) * (params.scale_iterations or params.iterations)
+
+
 def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: str, style_regions_key: str,
                    params: StyleTransferParams, features_params: FeaturesParams, device: str = "cpu",
-                   progress: Progress = _quiet) -> StageOutcome:
+                   progress: Callable[[dict], None] | None = None) -> StageOutcome:
+    """``progress(entry)`` each iteration (scale, iteration, total_iterations, and the losses: total, content,
+    style, tv); this process's progress listeners (``pst_core.progress``) get the same entries."""
     from .style import transfer
+
+    total_iterations = transfer_iterations(params)
+
+    def report(entry: dict) -> None:
+        entry.setdefault("total_iterations", total_iterations)
+        report_progress("style_transfer", entry)
+        if progress:
+            progress(entry)
 
     def compute():
         normalised = store.open("color_normalize", color_key)
@@ -307,7 +255,7 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
         snapshots: list[tuple[int, np.ndarray]] = []
         result = transfer(normalised.array("content"), normalised.array("style"),
                           read_regions(store, content_regions_key), read_regions(store, style_regions_key),
-                          net, params, device=device, progress=_progress_printer(params, progress),
+                          net, params, device=device, progress=report,
                           snapshot=lambda it, img: snapshots.append((it, img)))
         arrays = {"image": ArrayOut(result.image, ("channel", "y", "x"))}
         if result.snapshots:
@@ -319,26 +267,8 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
             arrays[f"loss_{column}"] = ArrayOut(np.asarray(values, np.float64), ("iteration",))
         return arrays, {"mapping": {str(c): s for c, s in result.mapping.items()}, "device": device}
 
-    inputs = {"normalised": color_key, "content_regions": content_regions_key, "style_regions": style_regions_key}
-    return _execute(store, "style_transfer", params.model_dump(mode="json"), inputs, compute)
-
-
-def _progress_printer(params: StyleTransferParams, progress: Progress) -> Callable[[dict], None]:
-    every = max(1, params.iterations // 10)
-    total = params.iterations + (params.scales - 1) * (params.scale_iterations or params.iterations)
-    last = {"time": time.perf_counter(), "iteration": 0}
-
-    def report(step: dict) -> None:
-        iteration = step.get("iteration", 0)
-        if iteration % every == 0:
-            now = time.perf_counter()
-            rate = (now - last["time"]) / max(1, iteration - last["iteration"])
-            last.update(time=now, iteration=iteration)
-            losses = " ".join(f"{k}={step[k]:.4g}" for k in ("total", "content", "style") if k in step)
-            progress(f"style_transfer scale {step.get('scale', 0)} iteration {iteration}/{total}: {losses} "
-                     f"({rate:.2f} s/it)")
-
-    return report
+    spec = style_transfer_spec(params, color_key, content_regions_key, style_regions_key)
+    return _execute(store, spec, compute)
 
 
 # -- 8. unnormalize --------------------------------------------------------------------------------
@@ -348,9 +278,39 @@ def unnormalize(store: ArtifactStore, styled_key: str, color_key: str, params: U
         final = restore_palette(styled, read_transform(store, color_key), params.palette)
         return {"image": ArrayOut(final.astype(np.float32), ("channel", "y", "x"))}, {}
 
-    return _execute(store, "unnormalize", params.model_dump(), {"styled": styled_key, "normalised": color_key},
-                    compute)
+    return _execute(store, unnormalize_spec(params, styled_key, color_key), compute)
 
 
 def output_image(store: ArtifactStore, unnormalize_key: str) -> np.ndarray:
     return store.open("unnormalize", unnormalize_key).array("image")
+
+
+# -- a planned step --------------------------------------------------------------------------------
+STAGES: dict[str, Callable[..., StageOutcome]] = {
+    "load": load, "color_normalize": color_normalize, "features": features, "cluster_layer": cluster_layer,
+    "backprop_clusters": backprop_clusters, "fuse_segmentation": fuse_segmentation,
+    "style_transfer": style_transfer, "unnormalize": unnormalize,
+}
+ON_DEVICE = ("features", "backprop_clusters", "style_transfer")
+
+
+def run_step(store: ArtifactStore, step: Step, device: str = "cpu",
+             progress: Callable[[dict], None] | None = None) -> StageOutcome:
+    """Run one planned step (``pst_core.plan``). Its key must come out as planned: if it does not, an input
+    changed after the run was planned (an image file rewritten), and what is downstream would read
+    entries that do not exist."""
+    kwargs = dict(step.args)
+    if step.stage in ON_DEVICE:
+        kwargs["device"] = device
+    if step.stage == "style_transfer" and progress:
+        kwargs["progress"] = progress
+    outcome = STAGES[step.stage](store, **kwargs)
+    if outcome.key != step.key:
+        where = f" ({step.args['path']})" if step.stage == "load" else ""
+        raise InputError(f"{step.name}{where}: its input changed while the run was planned; run it again")
+    return outcome
+
+
+def run_steps(store: ArtifactStore, steps: list[Step], device: str = "cpu") -> list[StageOutcome]:
+    """Run planned steps one after the other (each reads entries the ones before it wrote)."""
+    return [run_step(store, step, device) for step in steps]

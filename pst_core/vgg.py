@@ -61,6 +61,14 @@ def weights_fingerprint(weights: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def weights_id(weights: str, memo=None) -> str:
+    """``weights_fingerprint``; a weights file's hash is memoised (by its path, size and times) through
+    ``memo`` where given (``ArtifactStore.file_memo``), so planning a run does not re-read the file."""
+    if memo is None or weights in ("imagenet", "random"):
+        return weights_fingerprint(weights)
+    return memo("weights", weights, lambda: {"fingerprint": weights_fingerprint(weights)})["fingerprint"]
+
+
 def _load_state(weights: str) -> dict:
     if weights == "imagenet":
         from torchvision.models import VGG19_Weights
