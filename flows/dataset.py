@@ -28,7 +28,7 @@ from prefect.futures import PrefectFuture, as_completed
 import tasks.stages as t
 from pst_core.config import PipelineConfig, build_config
 from pst_core.errors import PstError, describe_error
-from pst_core.imageio import save_image
+from pst_core.imageio import image_source, save_image
 from pst_core.manifest import Row, product_rows, read_manifest
 from pst_core.plan import Plan, StageOutcome, Step
 from pst_core.runs import plan_run, run_record
@@ -122,12 +122,19 @@ def finish_row(run: RowRun, store: ArtifactStore) -> dict:
         result["cached"] = sum(o.cached for o in outcomes)
         result["stages"] = [o.record() for o in outcomes]
         if error is None:
-            save_image(row.out, output_image(store, run.plan.final.key))
+            write_output(store, run.plan, row.out)
             result.update(status="ok", output=row.out)
         else:
             result["error"] = error
     result["seconds"] = round(time.time() - run.started, 3)
     return result
+
+
+def write_output(store: ArtifactStore, plan: Plan, path: str) -> None:
+    """The row's output image, unless the file there already shows this entry (a rerun, a resumed run)."""
+    source = f"{plan.final.stage}/{plan.final.key}"
+    if image_source(path) != source:
+        save_image(path, output_image(store, plan.final.key), source)
 
 
 def _task_error(future: PrefectFuture) -> str:
@@ -142,18 +149,20 @@ def _task_error(future: PrefectFuture) -> str:
 
 class Results:
     """Rows as they finish: appended to ``out_dir/results.csv`` at once, and to the run's record in the
-    store (in parts, every ``every`` seconds); then the sorted table (CSV, Parquet) at the end."""
+    store (in parts, every ``every`` seconds); the Prefect progress artifact every ``report_every``
+    seconds (each update is a request to the server); the sorted table (CSV, Parquet) at the end."""
 
-    def __init__(self, out_dir: str, store: ArtifactStore, run_id: str, total: int, bar: bool, every: float = 1.0):
+    def __init__(self, out_dir: str, store: ArtifactStore, run_id: str, total: int, bar: bool, every: float = 1.0,
+                 report_every: float = 10.0):
         self.folder = Path(out_dir)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.csv_file = open(self.folder / "results.csv", "w", newline="")
         self.csv = csv.DictWriter(self.csv_file, RESULT_COLUMNS, extrasaction="ignore")
         self.csv.writeheader()
-        self.store, self.run_id, self.total, self.every = store, run_id, total, every
+        self.store, self.run_id, self.total, self.every, self.report_every = store, run_id, total, every, report_every
         self.pending: list[dict] = []
-        self.parts = self.done = self.ok = 0
-        self.flushed = time.monotonic()
+        self.parts = self.done = 0
+        self.flushed = self.reported = time.monotonic()
         self.progress = create_progress_artifact(0.0, description=f"pst dataset: {total} pairs")
         self.bar = _progress_bar(total) if bar else None
 
@@ -162,22 +171,23 @@ class Results:
         self.csv_file.flush()
         self.pending.append(result)
         self.done += 1
-        self.ok += result["status"] == "ok"
         if self.bar:
             self.bar.update(1)
         if time.monotonic() - self.flushed >= self.every:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         if self.pending:
             self.store.write_run_rows(self.run_id, self.parts, self.pending)
             self.parts += 1
             self.pending = []
-        update_progress_artifact(self.progress, 100.0 * self.done / max(1, self.total))
         self.flushed = time.monotonic()
+        if final or self.flushed - self.reported >= self.report_every:
+            update_progress_artifact(self.progress, 100.0 * self.done / max(1, self.total))
+            self.reported = self.flushed
 
     def close(self) -> pd.DataFrame:
-        self.flush()
+        self.flush(final=True)
         self.csv_file.close()
         if self.bar:
             self.bar.close()

@@ -16,6 +16,7 @@ flows submit work for the missing steps only and report the others as cached.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
@@ -47,7 +48,7 @@ class KeySpec:
     params: dict[str, Any]
     inputs: dict[str, str]
 
-    @property
+    @cached_property
     def key(self) -> str:
         return stage_key(self.stage, self.params, self.inputs)
 

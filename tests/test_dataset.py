@@ -81,8 +81,11 @@ def test_each_style_is_segmented_once(first):
 
 def test_rerun_computes_nothing_then_only_a_deleted_output(first, manifest):
     folder, result = first
+    outputs = {path: os.stat(path).st_mtime_ns for path in pd.read_csv(result["results"]).output.dropna()}
     again = _run(manifest, folder / "store", folder / "out")
     assert again["ok"] == 10 and all(s["status"] == "cached" for s in _stages(folder / "store", again))
+    # each output already shows its row's result (the PNG names its store entry): not written again
+    assert {path: os.stat(path).st_mtime_ns for path in outputs} == outputs
     store = ArtifactStore(str(folder / "store"))
     victim = next(s for s in _stages(folder / "store", result) if s["stage"] == "unnormalize")
     store.remove("unnormalize", victim["key"])
