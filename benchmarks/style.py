@@ -24,7 +24,7 @@ import torch
 
 from pst_core.config import StyleTransferParams
 from pst_core.errors import ConfigError
-from pst_core.losses import region_style_distances
+from pst_core.quality import region_style_distances
 from pst_core.style import transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.vgg import load_vgg, resolve_device

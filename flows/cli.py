@@ -16,8 +16,7 @@ from pst_core.errors import PstError
 from pst_core.store import DEFAULT_STORE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-DEMO_SETTINGS = ["features.weights=random", "load.size=256", "style_transfer.iterations=150",
-                 "fuse_segmentation.k=3", "style_transfer.snapshot_every=50"]
+DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.snapshot_every=50"]
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -30,7 +29,8 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 class _TransferBar:
-    """The style transfer's iterations as a progress bar on stderr, its losses in the postfix."""
+    """The style transfer's iterations as a progress bar on stderr (one bar over all its scales: an entry's
+    ``iteration`` counts on across scales, ``of`` them), the scale's size and the losses in the postfix."""
 
     def __init__(self):
         self.bar = None
@@ -42,10 +42,11 @@ class _TransferBar:
             return
         if self.bar is None or entry["iteration"] < self.bar.n:
             self.close()
-            self.bar = tqdm(total=entry["total_iterations"], desc="style_transfer", unit="it", file=sys.stderr,
+            self.bar = tqdm(total=entry["of"], desc="style_transfer", unit="it", file=sys.stderr,
                             dynamic_ncols=True)
         losses = ", ".join(f"{k} {entry[k]:.3g}" for k in ("content", "style", "tv") if entry.get(k))
-        self.bar.set_postfix_str(f"loss {entry['total']:.4g} ({losses})", refresh=False)
+        height, width = entry["size"]
+        self.bar.set_postfix_str(f"{width}x{height} px, loss {entry['total']:.4g} ({losses})", refresh=False)
         self.bar.update(entry["iteration"] - self.bar.n)
 
     def close(self) -> None:
@@ -87,8 +88,8 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
     outcomes = plan.outcomes({})
     record = finish_run(store, str(uuid.uuid4()), flow_name, inputs or images, config, plan, outcomes, started,
                         out=out)
-    return {"run_id": record["run_id"], "output": out, "stages": public_stages(outcomes),
-            "regions_key": plan.final.key}
+    final = "unnormalize_key" if plan.final.stage == "unnormalize" else "regions_key"  # as the flows name it
+    return {"run_id": record["run_id"], "output": out, "stages": public_stages(outcomes), final: plan.final.key}
 
 
 def _config(args):
@@ -102,6 +103,14 @@ def _config(args):
 
 
 def cmd_run(args) -> int:
+    result = _run_pair(args)
+    if args.json:
+        print(json.dumps({"run_id": result["run_id"], "output": result["output"], "stages": result["stages"]}))
+    return 0
+
+
+def _run_pair(args) -> dict:
+    """Plan, run what is missing (the pair flow), print the stage table (unless --json); the run's result."""
     config = _config(args)
     started = time.perf_counter()
 
@@ -113,12 +122,10 @@ def cmd_run(args) -> int:
 
     result = _planned_run("partitioned-style-transfer", {"content": args.content, "style": args.style}, config,
                           args.store, run_flow, args.out)
-    if args.json:
-        print(json.dumps({"run_id": result["run_id"], "output": result["output"], "stages": result["stages"]}))
-        return 0
-    _print_stages(result["stages"])
-    print(f"\nrun {result['run_id']} finished in {time.perf_counter() - started:.1f} s; output {result['output']}")
-    return 0
+    if not args.json:
+        _print_stages(result["stages"])
+        print(f"\nrun {result['run_id']} finished in {time.perf_counter() - started:.1f} s; output {result['output']}")
+    return result
 
 
 def _print_stages(stages: list[dict]) -> None:
@@ -166,14 +173,69 @@ def cmd_segment(args) -> int:
 
 def cmd_demo(args) -> int:
     out = Path(args.out)
-    ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
-                            out=str(out), store=args.store, set=[*DEMO_SETTINGS, *(args.set or [])],
-                            config=None, preset=None, json=False)
-    print(f"pst demo: {ns.content} styled with {ns.style} (random VGG19 weights, offline)")
-    cmd_run(ns)
-    print(f"\noutput image: {out.resolve()}\nmasks and every intermediate: store {Path(args.store).resolve()} "
+    weights, how = _demo_weights()
+    print(f"pst demo: VGG19 weights: {weights} ({how})")
+    print(f"pst demo: {EXAMPLES / 'content.png'} styled with {EXAMPLES / 'style.png'}, partitioned and, for "
+          "comparison, with K=1 (one region each)")
+    settings = [*DEMO_SETTINGS, *(["features.weights=random"] if weights == "random" else []), *(args.set or [])]
+    preset = "imagenet" if weights == "imagenet" else None
+    runs = {}
+    for name, extra, path in (("partitioned", [], out), ("K=1", ["fuse_segmentation.k=1"], _beside(out, "k1"))):
+        print(f"\n== {name}")
+        ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
+                                out=str(path), store=args.store, set=[*settings, *extra], config=None,
+                                preset=preset, json=False)
+        runs[name] = _run_pair(ns)
+    figure_path = _beside(out, "figure")
+    _demo_figure(args.store, runs["partitioned"], runs["K=1"]).save(figure_path)
+    print(f"\noutput image: {out.resolve()}\nK=1 output: {_beside(out, 'k1').resolve()}"
+          f"\nfigure (content, style, both segmentations, K=1 and partitioned): {figure_path.resolve()}"
+          f"\nmasks and every intermediate: store {Path(args.store).resolve()} "
           "(entries/fuse_segmentation/<key>: arrays regions, labels)")
     return 0
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}_{suffix}{path.suffix}")
+
+
+def _demo_weights() -> tuple[str, str]:
+    """ImageNet weights when the torch cache has them or they can be downloaded, else seeded random ones."""
+    import contextlib
+    import io
+
+    from pst_core.errors import ConfigError
+    from pst_core.vgg import load_vgg
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub announces the download attempt
+            load_vgg("imagenet")
+        return "imagenet", "pretrained, torchvision's IMAGENET1K_V1"
+    except ConfigError:
+        return "random", "pretrained weights are not in the torch cache and cannot be downloaded; seeded random " \
+                         "weights, which the defaults are tuned for"
+
+
+def _demo_figure(store_url: str, partitioned: dict, plain: dict):
+    from pst_core.figure import comparison_figure
+    from pst_core.stages import output_image, read_regions
+    from pst_core.store import ArtifactStore
+
+    store = ArtifactStore(store_url)
+
+    def key(run, stage, image):
+        return next(s["key"] for s in run["stages"] if s["stage"] == stage and s["image"] == image)
+
+    def loaded(side):
+        return store.open("load", key(partitioned, "load", side)).array("image")
+
+    transfer = store.open("style_transfer", key(partitioned, "style_transfer", "pair"))
+    mapping = {int(c): s for c, s in transfer.attrs["mapping"].items()}
+    return comparison_figure(loaded("content"), loaded("style"),
+                             read_regions(store, key(partitioned, "fuse_segmentation", "content")),
+                             read_regions(store, key(partitioned, "fuse_segmentation", "style")), mapping,
+                             output_image(store, plain["unnormalize_key"]),
+                             output_image(store, partitioned["unnormalize_key"]))
 
 
 def cmd_dataset(args) -> int:
@@ -247,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set a parameter (repeatable); content.|style. prefixes set one side only")
         p.add_argument("--config", help="YAML or JSON file of {stage: {param: value}}")
         p.add_argument("--preset", help="named settings under everything else: 'seed' (the original system's "
-                                        "segmentation) or 'default'")
+                                        "segmentation), 'imagenet' (pretrained weights, classic transfer "
+                                        "settings) or 'default'")
 
     run = sub.add_parser("run", help="stylise one content image with one style image")
     run.add_argument("content")
@@ -286,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--store", help="the store every worker writes to (sets the Prefect variable pst_store)")
     dep.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="default parameters")
     dep.add_argument("--config", help="default parameters from a YAML or JSON file")
-    dep.add_argument("--preset", help="named default settings ('seed' or 'default')")
+    dep.add_argument("--preset", help="named default settings ('seed', 'imagenet' or 'default')")
     dep.set_defaults(func=cmd_deploy)
 
     srv = sub.add_parser("serve", help="serve both flows from this process (no work pool needed)")

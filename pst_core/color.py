@@ -27,14 +27,29 @@ For ``luminance`` the same rule acts on Y only, and the result always takes the 
 palette=content gives the content's tonal range, palette=style the style's (Gatys et al.'s
 luminance-only transfer is style_to_content + palette=content).
 
+``auto`` (the default method and direction) chooses by the palette asked for. palette=content:
+``luminance`` and style_to_content, Gatys et al.'s colour-preserving transfer: each style region's
+luminance takes its content region's mean (and never loses contrast: max_gain 1), the transfer works
+on luminance, and the result takes the content's chroma, so every region keeps its own colours and
+wears its style region's texture at the style's contrast; nothing is inverted, so nothing is
+amplified. palette=style: ``linear`` and content_to_style, the output keeps the style's colours.
+
 Region-aware variant (masks + mapping given): one transform T_r per region of the moved side,
 fitted with soft-mask weights against the mapped region(s) of the other side, and blended per pixel
 by the masks: y_p = A_p x_p + b_p with A_p = sum_r m_r(p) A_r, b_p = sum_r m_r(p) b_r. The masks
 depend on the position, not the colour, so each pixel's map is affine and is inverted exactly by a
 3x3 solve per pixel. That inverse needs the moved side's geometry, so with direction
 style_to_content it cannot give palette=style (ConfigError); every other combination is exact.
-(Exact up to the float32 normalised image: a flat target squeezes the moved image into rounding
-noise, which no inverse can recover.)
+
+Conditioning. A style of one or two flat colours has a colour covariance of rank 0 or 1: the exact
+fit would squeeze every other colour direction of the moved image to nothing, and the inverse would
+then amplify whatever the transfer adds off that line (a stripes-only style once turned a photo into
+saturated pixel noise). So every covariance's eigenvalues get a floor (one 8-bit level of standard
+deviation), and the fitted map squeezes no colour direction by more than
+max_gain (its singular values are raised to at least 1/max_gain): the inverse then amplifies nothing
+by more than max_gain. Stretching is not bounded (its inverse only squeezes). Moderate statistics fit
+exactly as before; an extreme style is matched as far as the bound allows (the style loss does the
+rest), and the inverse stays exact.
 """
 
 from __future__ import annotations
@@ -47,10 +62,14 @@ from .errors import ComputeError, ConfigError
 from .mapping import map_regions
 
 METHODS = ("linear", "cholesky", "pca", "luminance", "none")
-# Added to every covariance (Gatys et al. add 1e-5): relative to the image's own variance so the fit
-# stays exact for low-contrast images, with a floor that keeps flat images invertible.
+DIRECTIONS = ("content_to_style", "style_to_content")
+AUTO = {"content": ("luminance", "style_to_content"), "style": ("linear", "content_to_style")}
+# The floor of every covariance's eigenvalues (Gatys et al. add 1e-5 to all): a tiny share of the
+# image's own variance, and at least one 8-bit level of standard deviation, so a flat or two-colour
+# image still has a full-rank covariance while every direction above the floor fits exactly.
 EPS = 1e-6
-EPS_FLOOR = 1e-10
+EPS_FLOOR = (1 / 255) ** 2
+MAX_GAIN = 1.0  # default bound on how much the map may squeeze any colour direction (1: not at all)
 _MIN_MASS = 1e-6  # fraction of the image below which a region has no statistics
 
 # RGB -> YIQ; only the first row (luminance) is fitted, the chroma rows restore the colour.
@@ -60,17 +79,25 @@ _YIQ_INV = np.linalg.inv(_YIQ)
 
 def _sym_power(s: np.ndarray, power: float) -> np.ndarray:
     vals, vecs = np.linalg.eigh(s)
-    return (vecs * np.clip(vals, EPS_FLOOR, None) ** power) @ vecs.T
+    return (vecs * np.clip(vals, 1e-12, None) ** power) @ vecs.T
+
+
+def _bounded(matrix: np.ndarray, max_gain: float) -> np.ndarray:
+    """The matrix with its singular values raised to at least 1/max_gain (its inverse's gain <= max_gain)."""
+    u, sigma, vt = np.linalg.svd(matrix)
+    return (u * np.maximum(sigma, 1 / max_gain)) @ vt
 
 
 def _moments(x: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean (d,) and covariance (d,d) + eps I of pixels x (d,N)."""
+    """Weighted mean (d,) and covariance (d,d) of pixels x (d,N), its eigenvalues raised to the floor."""
     w = np.ones(x.shape[1]) if w is None else w
     w = w / w.sum()
     mu = x @ w
     t = x - mu[:, None]
     cov = (t * w) @ t.T
-    return mu, cov + max(EPS * np.trace(cov) / len(x), EPS_FLOOR) * np.eye(len(x))
+    vals, vecs = np.linalg.eigh(cov)
+    floor = max(EPS * np.trace(cov) / len(x), EPS_FLOOR)
+    return mu, (vecs * np.maximum(vals, floor)) @ vecs.T
 
 
 def _fit_matrix(method: str, s_src: np.ndarray, s_dst: np.ndarray) -> np.ndarray:
@@ -182,8 +209,10 @@ def _region_weights(src_masks, dst_masks, mapping, side):
 
 def fit_transform(source: np.ndarray, target: np.ndarray, method: str, side: str, *,
                   source_masks: np.ndarray | None = None, target_masks: np.ndarray | None = None,
-                  mapping: dict[int, int] | None = None, chroma: np.ndarray | None = None) -> ColorTransform:
-    """Fit T moving ``source`` (3,H,W) onto ``target``'s statistics (per region when masks are given)."""
+                  mapping: dict[int, int] | None = None, chroma: np.ndarray | None = None,
+                  max_gain: float = MAX_GAIN) -> ColorTransform:
+    """Fit T moving ``source`` (3,H,W) onto ``target``'s statistics (per region when masks are given),
+    stretching no colour direction by more than ``max_gain`` either way."""
     if method not in METHODS:
         raise ConfigError(f"color_normalize.method: unknown method {method!r} (choose from {', '.join(METHODS)})")
     fit = "linear" if method in ("luminance", "none") else method
@@ -202,15 +231,22 @@ def fit_transform(source: np.ndarray, target: np.ndarray, method: str, side: str
             continue
         m_s, s_s = _moments(x, w_src)
         m_d, s_d = _moments(y, w_dst)
-        mats.append(_fit_matrix(fit, s_s, s_d)), mu_src.append(m_s), mu_dst.append(m_d)
+        mats.append(_bounded(_fit_matrix(fit, s_s, s_d), max_gain)), mu_src.append(m_s), mu_dst.append(m_d)
     return ColorTransform(method, side, np.stack(mats), np.stack(mu_src), np.stack(mu_dst),
                           masks=None if source_masks is None else source_masks.astype(np.float32),
                           chroma=chroma)
 
 
+def resolve(method: str, direction: str, palette: str) -> tuple[str, str]:
+    """The method and direction to use: ``auto`` for either takes the choice made for ``palette``."""
+    auto_method, auto_direction = AUTO[palette]
+    return (auto_method if method == "auto" else method), (auto_direction if direction == "auto" else direction)
+
+
 def normalize_pair(content: np.ndarray, style: np.ndarray, method: str, direction: str, *,
                    content_masks: np.ndarray | None = None, style_masks: np.ndarray | None = None,
-                   mapping: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, ColorTransform]:
+                   mapping: dict[int, int] | None = None, max_gain: float = MAX_GAIN
+                   ) -> tuple[np.ndarray, np.ndarray, ColorTransform]:
     """(3,H,W) float32 in [0,1] each -> (content_normalised, style_normalised, transform).
 
     With ``content_masks`` (Kc,H,W), ``style_masks`` (Ks,Hs,Ws) and ``mapping`` ({content region: style
@@ -226,11 +262,11 @@ def normalize_pair(content: np.ndarray, style: np.ndarray, method: str, directio
     chroma = _yiq(content)[1:] if method == "luminance" else None
     if side == "content":
         t = fit_transform(content, style, method, side, source_masks=content_masks, target_masks=style_masks,
-                          mapping=mapping, chroma=chroma)
+                          mapping=mapping, chroma=chroma, max_gain=max_gain)
         moved, still = t.apply(content), style
     else:
         t = fit_transform(style, content, method, side, source_masks=style_masks, target_masks=content_masks,
-                          mapping=mapping, chroma=chroma)
+                          mapping=mapping, chroma=chroma, max_gain=max_gain)
         moved, still = t.apply(style), content
     if method == "luminance":
         still = np.repeat(_yiq(still)[:1], 3, axis=0).astype(np.float32)

@@ -36,15 +36,23 @@ class LoadParams(StageParams):
 
 
 class ColorNormalizeParams(StageParams):
-    method: Literal["linear", "cholesky", "pca", "luminance", "none"] = Field(
-        "linear", description="linear: mean/covariance matched by the symmetric (Monge-Kantorovich) map; cholesky; "
-                              "pca; luminance: luminance only, chroma from the content (Gatys et al.); none"
+    method: Literal["auto", "linear", "cholesky", "pca", "luminance", "none"] = Field(
+        "auto", description="auto: luminance for unnormalize.palette=content, linear for palette=style; linear: "
+                            "mean/covariance matched by the symmetric (Monge-Kantorovich) map; cholesky; pca; "
+                            "luminance: luminance only, chroma from the content (Gatys et al.); none"
     )
-    direction: Literal["content_to_style", "style_to_content"] = Field(
-        "content_to_style", description="Which image is moved to the other's colour statistics"
+    direction: Literal["auto", "content_to_style", "style_to_content"] = Field(
+        "auto", description="Which image is moved to the other's colour statistics; auto: style_to_content for "
+                            "unnormalize.palette=content, content_to_style for palette=style"
     )
     regions: bool = Field(
-        False, description="One transform per mapped region pair (needs both segmentations and a mapping)"
+        True, description="One transform per mapped region pair (each region keeps its own colours); the whole "
+                          "image at once when false"
+    )
+    max_gain: float = Field(
+        1.0, ge=1, le=1e3, description="The most the transform may squeeze any colour direction (and so the most "
+                                       "its inverse amplifies): 1 keeps the style's contrast in flat content "
+                                       "regions, and one- and two-colour styles well conditioned"
     )
 
 
@@ -140,14 +148,22 @@ class StyleTransferParams(StageParams):
                                       description="Layers of the content loss")
     style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1,
                                     description="Layers of the style losses (each region may have its own)")
-    loss: Literal["gram", "meancov"] = Field(
-        "gram", description="gram: Gatys et al.'s masked Gram matrices; meancov: mean + covariance (Wasserstein-2)"
+    loss: Literal["meancov", "gram"] = Field(
+        "meancov", description="meancov: mean + covariance (Wasserstein-2); gram: Gatys et al.'s masked Gram matrices"
     )
-    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs or adam")
+    pooling: Literal["average", "max"] = Field(
+        "average", description="VGG pooling in the transfer (same weights): average draws the style's structure, "
+                               "max (the original network) leaves pixel speckle with random weights"
+    )
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs, or adam (with an average of its iterates)")
     lr: float = Field(0.02, gt=0, le=100, description="Adam step size")
+    average: float = Field(0.99, ge=0, lt=1, description="Adam: decay of the moving average of iterates that "
+                                                         "is the output (0: the last iterate)")
     lbfgs_history: int = Field(100, ge=1, le=1000, description="L-BFGS history size")
-    scales: int = Field(1, ge=1, le=8, description="Multi-scale schedule: number of scales (x2 each)")
-    scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale")
+    min_size: int = Field(64, ge=0, le=8192, description="Coarse to fine: the first scale's longer side, doubling up "
+                                                         "to the working size (0: one scale)")
+    scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale (default: "
+                                                                 "as many as at the final scale)")
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations (0: none)")

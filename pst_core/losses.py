@@ -7,7 +7,6 @@ so weights do not need retuning when the image size, the layer or the region siz
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 # Pixels whose weight is below this fraction of the region's largest weight are left out of its
@@ -158,20 +157,3 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of neighbouring pixels (size independent)."""
     return ((image[..., 1:, :] - image[..., :-1, :]).square().mean()
             + (image[..., :, 1:] - image[..., :, :-1]).square().mean())
-
-
-def region_style_distances(vgg, output, content_masks, style, style_masks, layers) -> np.ndarray:
-    """d[r, s]: relative Gram distance between content region r of ``output`` and style region s
-    (how well a transfer put each style region's statistics where it was mapped)."""
-    from .mapping import resize_masks
-
-    with torch.no_grad():
-        fo, fs = vgg(torch.tensor(output)[None], layers), vgg(torch.tensor(style)[None], layers)
-    d = np.zeros((len(content_masks), len(style_masks)))
-    for r in range(len(content_masks)):
-        for s in range(len(style_masks)):
-            for layer in layers:
-                target = Region(resize_masks(torch.tensor(style_masks[s:s + 1]), fs[layer].shape[-2:])[0])
-                region = Region(resize_masks(torch.tensor(content_masks[r:r + 1]), fo[layer].shape[-2:])[0])
-                d[r, s] += float(GramLoss(fs[layer][0], target)(fo[layer][0], region)) / len(layers)
-    return d

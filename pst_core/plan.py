@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
+from .color import resolve
 from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
                      LoadParams, PipelineConfig, StyleTransferParams, UnnormalizeParams)
 from .store import key_digest
@@ -26,12 +27,12 @@ from .store import key_digest
 # Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
 STAGE_VERSIONS = {
     "load": 1,
-    "color_normalize": 1,
+    "color_normalize": 3,  # 2: covariance floor and bounded gain; 3: decides the region pairs
     "features": 1,
     "cluster_layer": 1,
     "backprop_clusters": 2,
     "fuse_segmentation": 2,
-    "style_transfer": 2,  # 2: output spans the normalised inputs' range, not [0, 1]
+    "style_transfer": 3,  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
     "unnormalize": 1,
 }
 
@@ -59,13 +60,34 @@ def load_spec(params: LoadParams, pixels: str) -> KeySpec:
     return KeySpec("load", params.model_dump(), {"pixels": pixels})
 
 
+@dataclass(frozen=True)
+class MappingNet:
+    """The network ``mapping=auto`` compares regions with: the transfer's (weights, pooling) at ``layer``."""
+
+    weights: str
+    seed: int
+    pooling: str
+    layer: str
+
+    def key(self, weights_id: str) -> dict[str, Any]:
+        """``weights_id``: see ``features_spec``."""
+        return {"weights": weights_id, "seed": self.seed, "pooling": self.pooling, "layer": self.layer}
+
+
 def color_normalize_spec(params: ColorNormalizeParams, content_key: str, style_key: str,
-                         regions: tuple[str, str] | None = None, mapping: Any = None) -> KeySpec:
+                         regions: tuple[str, str] | None = None, mapping: Any = None, palette: str = "content",
+                         mapping_net: MappingNet | None = None, net_weights_id: str | None = None) -> KeySpec:
+    """The method and direction as resolved for ``palette``; with ``params.regions`` the regions and the
+    transfer's mapping, and for ``mapping=auto`` the network that decides it (``net_weights_id``: its
+    weights, as ``features_spec``'s ``weights_id``)."""
+    method, direction = resolve(params.method, params.direction, palette)
     inputs = {"content": content_key, "style": style_key}
-    key_params = params.model_dump()
+    key_params = {**params.model_dump(), "method": method, "direction": direction}
     if params.regions:
         inputs.update(content_regions=regions[0], style_regions=regions[1])
         key_params["mapping"] = {str(c): s for c, s in mapping.items()} if isinstance(mapping, dict) else mapping
+        if mapping == "auto":
+            key_params["mapping_net"] = mapping_net.key(net_weights_id)
     return KeySpec("color_normalize", key_params, inputs)
 
 
@@ -106,13 +128,6 @@ def style_transfer_spec(params: StyleTransferParams, color_key: str, content_reg
 
 def unnormalize_spec(params: UnnormalizeParams, styled_key: str, color_key: str) -> KeySpec:
     return KeySpec("unnormalize", params.model_dump(), {"styled": styled_key, "normalised": color_key})
-
-
-def colour_mapping(mapping: Any) -> Any:
-    """The mapping a region-aware colour transform uses: the transfer's, where it is known before the
-    transfer (explicit or overlap); ``auto`` compares features of the normalised images, so colour uses
-    ``overlap`` then."""
-    return mapping if isinstance(mapping, dict) else "overlap"
 
 
 # -- outcomes and steps ----------------------------------------------------------------------------
@@ -217,20 +232,22 @@ def side_steps(side: str, source: SideSource, config: PipelineConfig, weights_id
     return steps
 
 
-def pair_steps(content: list[Step], style: list[Step], config: PipelineConfig) -> list[Step]:
-    """color_normalize -> style_transfer -> unnormalize, from both sides' steps (load first, regions last)."""
+def pair_steps(content: list[Step], style: list[Step], config: PipelineConfig, weights_id: str) -> list[Step]:
+    """color_normalize -> style_transfer -> unnormalize, from both sides' steps (load first, regions last).
+    ``weights_id``: the content side's weights (see ``features_spec``), which ``mapping=auto`` runs."""
     (c_load, c_regions), (s_load, s_regions) = (content[0], content[-1]), (style[0], style[-1])
-    colour = config.color_normalize
-    if colour.regions:  # region-aware: after both segmentations
-        mapping = colour_mapping(config.style_transfer.mapping)
+    colour, transfer, palette = config.color_normalize, config.style_transfer, config.unnormalize.palette
+    if colour.regions:  # per region pair: after both segmentations, and it decides the pairs
+        features = config.params("features", "content")
+        net = MappingNet(features.weights, features.seed, transfer.pooling, transfer.mapping_layer)
         regions = (c_regions.key, s_regions.key)
-        normalised = _step(color_normalize_spec(colour, c_load.key, s_load.key, regions, mapping),
-                           [c_load, s_load, c_regions, s_regions], content_key=c_load.key, style_key=s_load.key,
-                           params=colour, regions=regions, mapping=mapping)
+        spec = color_normalize_spec(colour, c_load.key, s_load.key, regions, transfer.mapping, palette, net, weights_id)
+        normalised = _step(spec, [c_load, s_load, c_regions, s_regions], content_key=c_load.key,
+                           style_key=s_load.key, params=colour, regions=regions, mapping=transfer.mapping,
+                           palette=palette, mapping_net=net)
     else:
-        normalised = _step(color_normalize_spec(colour, c_load.key, s_load.key), [c_load, s_load],
-                           content_key=c_load.key, style_key=s_load.key, params=colour)
-    transfer = config.style_transfer
+        normalised = _step(color_normalize_spec(colour, c_load.key, s_load.key, palette=palette), [c_load, s_load],
+                           content_key=c_load.key, style_key=s_load.key, params=colour, palette=palette)
     styled = _step(style_transfer_spec(transfer, normalised.key, c_regions.key, s_regions.key),
                    [normalised, c_regions, s_regions], color_key=normalised.key, content_regions_key=c_regions.key,
                    style_regions_key=s_regions.key, params=transfer,
@@ -240,12 +257,15 @@ def pair_steps(content: list[Step], style: list[Step], config: PipelineConfig) -
     return [normalised, styled, final]
 
 
-def needs_network(step: Step) -> FeaturesParams | None:
-    """The VGG19 weights a step runs, if it runs the network."""
+def needs_network(step: Step) -> tuple[str, int] | None:
+    """The VGG19 weights (weights, seed) a step runs, if it runs the network."""
+    args = step.args
     if step.stage == "features":
-        return step.args["params"]
-    if step.stage == "style_transfer" or (step.stage == "backprop_clusters" and step.args["params"].method == "vjp"):
-        return step.args["features_params"]
+        return args["params"].weights, args["params"].seed
+    if step.stage == "style_transfer" or (step.stage == "backprop_clusters" and args["params"].method == "vjp"):
+        return args["features_params"].weights, args["features_params"].seed
+    if step.stage == "color_normalize" and args.get("mapping") == "auto":
+        return args["mapping_net"].weights, args["mapping_net"].seed
     return None
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .color import resolve
 from .config import SIDES, PipelineConfig
 from .errors import ConfigError, describe_error
 from .imageio import check_pixel_count, pixel_digest, read_image, working_shape
@@ -83,12 +84,13 @@ def plan_run(store: ArtifactStore, images: dict[str, str], config: PipelineConfi
     def memo(kind, path, compute):
         return store.file_memo(kind, path, compute, learned)
 
+    weights = {side: weights_id(config.params("features", side).weights, memo) for side in facts}
     sides = {side: side_steps(side, SideSource(f.path, f.digest, drawn[side].digest if side in drawn else None),
-                              config, weights_id(config.params("features", side).weights, memo))
+                              config, weights[side])
              for side, f in facts.items()}
     steps = [step for side in sides.values() for step in side]
     if len(sides) == 2:
-        steps += pair_steps(sides["content"], sides["style"], config)
+        steps += pair_steps(sides["content"], sides["style"], config, weights["content"])
     plan = Plan(steps, store.complete(step.id for step in steps), device)
     check_weights(plan, device)
     store.remember(learned)
@@ -97,7 +99,7 @@ def plan_run(store: ArtifactStore, images: dict[str, str], config: PipelineConfi
 
 def check_weights(plan: Plan, device: str) -> None:
     """Load the weights every missing step will run (random weights cannot fail to load)."""
-    for weights, seed in {(p.weights, p.seed) for step in plan.missing if (p := needs_network(step))}:
+    for weights, seed in {net for step in plan.missing if (net := needs_network(step))}:
         if weights != "random":
             load_vgg(weights, seed, device)
 
@@ -116,8 +118,9 @@ def check_inputs(images: dict[str, ImageFacts], drawn: dict[str, LabelFacts], co
             shape = working_shape(facts.height, facts.width, config.params("load", side).size)
             _check_cluster_sizes(side, shape, config)
     _check_mapping(config, regions)
-    if (config.color_normalize.regions and config.color_normalize.direction == "style_to_content"
-            and config.unnormalize.palette == "style"):
+    palette = config.unnormalize.palette
+    direction = resolve(config.color_normalize.method, config.color_normalize.direction, palette)[1]
+    if config.color_normalize.regions and direction == "style_to_content" and palette == "style":
         raise ConfigError("color_normalize.regions with direction=style_to_content cannot restore "
                           "unnormalize.palette=style (the inverse needs the style's geometry); use content_to_style")
 

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from . import __version__
-from .color import ColorTransform, normalize_pair, restore_palette
+from .color import ColorTransform, normalize_pair, resolve, restore_palette
 from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
                      LoadParams, StyleTransferParams, UnnormalizeParams)
 from .errors import InputError
 from .imageio import pixel_digest, read_image, resize, working_shape
-from .plan import (STAGE_VERSIONS, KeySpec, StageOutcome, Step, backprop_clusters_spec, cluster_layer_spec,  # noqa: F401
-                   color_normalize_spec, colour_mapping, features_spec, fuse_segmentation_spec, load_spec,
+from .mapping import map_regions
+from .plan import (STAGE_VERSIONS, KeySpec, MappingNet, StageOutcome, Step, backprop_clusters_spec,  # noqa: F401
+                   cluster_layer_spec, color_normalize_spec, features_spec, fuse_segmentation_spec, load_spec,
                    stage_key, style_transfer_spec, unnormalize_spec)
 from .progress import report_progress
 from .store import ArrayOut, ArtifactStore
@@ -85,22 +86,52 @@ def load(store: ArtifactStore, path: str, params: LoadParams, side: str = "conte
 
 # -- 2. color_normalize ----------------------------------------------------------------------------
 def color_normalize(store: ArtifactStore, content_key: str, style_key: str, params: ColorNormalizeParams,
-                    regions: tuple[str, str] | None = None, mapping: Any = None) -> StageOutcome:
-    """Fit and apply the colour transform. With ``params.regions``, ``regions`` holds the content and
-    style fuse_segmentation keys and ``mapping`` the region mapping (a dict, or "overlap")."""
-    def compute():
-        masks = {}
-        if params.regions:
-            masks = {"content_masks": read_regions(store, regions[0]), "style_masks": read_regions(store, regions[1]),
-                     "mapping": mapping}
-        content, style, transform = normalize_pair(_image(store, content_key), _image(store, style_key),
-                                                   params.method, params.direction, **masks)
-        arrays = {"content": ArrayOut(content, ("channel", "y", "x")),
-                  "style": ArrayOut(style, ("channel", "style_y", "style_x")),
-                  **_small_arrays("transform_", transform.to_arrays())}
-        return arrays, {"transform": transform.to_attrs()}
+                    regions: tuple[str, str] | None = None, mapping: Any = None, palette: str = "content",
+                    mapping_net: MappingNet | None = None) -> StageOutcome:
+    """Fit and apply the colour transform (``auto`` method and direction resolved for ``palette``).
 
-    return _execute(store, color_normalize_spec(params, content_key, style_key, regions, mapping), compute)
+    With ``params.regions``, ``regions`` holds the content and style fuse_segmentation keys and
+    ``mapping`` the transfer's mapping (a dict, "overlap" or "auto"). The region pairs are decided
+    here, before the transfer (``auto`` compares the regions' features, through ``mapping_net``, on the
+    globally normalised images), stored in the entry's attrs, and the transfer takes them from there:
+    colours and styles are paired alike."""
+    method, direction = resolve(params.method, params.direction, palette)
+    net_weights = weights_id(mapping_net.weights, store.file_memo) if mapping_net else None
+    spec = color_normalize_spec(params, content_key, style_key, regions, mapping, palette, mapping_net, net_weights)
+
+    def compute():
+        content, style = _image(store, content_key), _image(store, style_key)
+        if not params.regions:
+            normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain)
+            return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs()}
+        masks = read_regions(store, regions[0]), read_regions(store, regions[1])
+        pairs = mapping
+        if mapping == "auto":
+            pairs = _auto_mapping(content, style, *masks, method, direction, params.max_gain, mapping_net)
+        normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain,
+                                    content_masks=masks[0], style_masks=masks[1], mapping=pairs)
+        pairs = map_regions(masks[0], masks[1], pairs)  # overlap and partial dicts, filled in
+        return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs(),
+                                                 "mapping": {str(c): t for c, t in pairs.items()}}
+
+    return _execute(store, spec, compute)
+
+
+def _normalised_arrays(content: np.ndarray, style: np.ndarray, transform: ColorTransform) -> dict[str, ArrayOut]:
+    return {"content": ArrayOut(content, ("channel", "y", "x")),
+            "style": ArrayOut(style, ("channel", "style_y", "style_x")),
+            **_small_arrays("transform_", transform.to_arrays())}
+
+
+def _auto_mapping(content, style, content_masks, style_masks, method, direction, max_gain, net: MappingNet):
+    """mapping=auto, decided on the globally normalised images (so colour differences do not decide it)."""
+    if len(style_masks) == 1:
+        return {c: 0 for c in range(len(content_masks))}
+    content_n, style_n, _ = normalize_pair(content, style, method, direction, max_gain=max_gain)
+    vgg = load_vgg(net.weights, net.seed).with_pooling(net.pooling)
+    with torch.no_grad():
+        features = [vgg(_tensor(image)[None], [net.layer])[net.layer][0] for image in (content_n, style_n)]
+    return map_regions(content_masks, style_masks, "auto", content_features=features[0], style_features=features[1])
 
 
 def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:
@@ -229,22 +260,14 @@ def read_regions(store: ArtifactStore, fuse_key: str) -> np.ndarray:
 
 
 # -- 7. style_transfer -----------------------------------------------------------------------------
-def transfer_iterations(params: StyleTransferParams) -> int:
-    """How many iterations the transfer runs, over all its scales."""
-    return params.iterations + (params.scales - 1) * (params.scale_iterations or params.iterations)
-
-
 def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: str, style_regions_key: str,
                    params: StyleTransferParams, features_params: FeaturesParams, device: str = "cpu",
                    progress: Callable[[dict], None] | None = None) -> StageOutcome:
-    """``progress(entry)`` each iteration (scale, iteration, total_iterations, and the losses: total, content,
-    style, tv); this process's progress listeners (``pst_core.progress``) get the same entries."""
+    """``progress(entry)`` each iteration (``pst_core.style.transfer``'s entries: scale, iteration, of, and
+    the losses); this process's progress listeners (``pst_core.progress``) get the same entries."""
     from .style import transfer
 
-    total_iterations = transfer_iterations(params)
-
     def report(entry: dict) -> None:
-        entry.setdefault("total_iterations", total_iterations)
         report_progress("style_transfer", entry)
         if progress:
             progress(entry)
@@ -253,9 +276,13 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
         normalised = store.open("color_normalize", color_key)
         net = load_vgg(features_params.weights, features_params.seed, device)
         snapshots: list[tuple[int, np.ndarray]] = []
+        # A region-aware colour stage decided the region pairs: style them as they were coloured.
+        pairs = normalised.attrs.get("mapping")
+        run_params = params if pairs is None else params.model_copy(
+            update={"mapping": {int(c): t for c, t in pairs.items()}})
         result = transfer(normalised.array("content"), normalised.array("style"),
                           read_regions(store, content_regions_key), read_regions(store, style_regions_key),
-                          net, params, device=device, progress=report,
+                          net, run_params, device=device, progress=report,
                           snapshot=lambda it, img: snapshots.append((it, img)))
         arrays = {"image": ArrayOut(result.image, ("channel", "y", "x"))}
         if result.snapshots:

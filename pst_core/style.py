@@ -103,10 +103,15 @@ class _Objective:
         return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
 
 
-def _scale_sizes(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
-    """Coarse to fine, halving each time (never below 16 px so the deepest layers keep some pixels)."""
-    return [(min(size[0], max(16, round(size[0] / 2 ** i))), min(size[1], max(16, round(size[1] / 2 ** i))))
-            for i in reversed(range(scales))]
+def _scale_sizes(size: tuple[int, int], min_size: int) -> list[tuple[int, int]]:
+    """Coarse to fine: the longer side doubles from about ``min_size`` up to ``size`` (whose own scale
+    is always the last). Structure forms at the coarse scales, where the network's receptive fields
+    span more of the image, and is refined at the fine ones, which cost 4x more each."""
+    sizes = [tuple(size)]
+    while min_size and max(sizes[0]) / 2 >= min_size:
+        h, w = sizes[0]
+        sizes.insert(0, (max(1, round(h / 2)), max(1, round(w / 2))))
+    return sizes
 
 
 def _initial(params: StyleTransferParams, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -118,6 +123,23 @@ def _initial(params: StyleTransferParams, content: torch.Tensor, style: torch.Te
     return torch.rand(content.shape, generator=generator).to(content)
 
 
+class _Average:
+    """A bias-corrected exponential moving average of the iterates (crowsonkb): Adam's last iterate
+    jitters by about one step; the average keeps the structure and drops the jitter."""
+
+    def __init__(self, decay: float):
+        self.decay, self.sum, self.weight = decay, None, 0.0
+
+    def update(self, image: torch.Tensor) -> None:
+        d = self.decay
+        self.sum = image * (1 - d) if self.sum is None else self.sum.mul_(d).add_(image, alpha=1 - d)
+        self.weight = self.weight * d + (1 - d)
+
+    def get(self, latest: torch.Tensor) -> torch.Tensor:
+        """The average, or ``latest`` before the first update."""
+        return latest if self.sum is None else self.sum / self.weight
+
+
 def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
              vgg, params: StyleTransferParams, *, device="cpu", progress: Callable[[dict], None] | None = None,
              snapshot: Callable[[int, np.ndarray], None] | None = None) -> StyleResult:
@@ -125,6 +147,8 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     summing to 1 per pixel, at the images' resolution. progress(dict) called each iteration; snapshot(iteration,
     image) every params.snapshot_every iterations (at the current scale's size)."""
     _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
+    if hasattr(vgg, "with_pooling"):
+        vgg = vgg.with_pooling(params.pooling)
 
     def tensor(a):
         return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
@@ -145,7 +169,8 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     low = torch.minimum(c_full.amin((0, 2, 3)), s_full.amin((0, 2, 3))).clamp_max(0).view(1, 3, 1, 1)
     high = torch.maximum(c_full.amax((0, 2, 3)), s_full.amax((0, 2, 3))).clamp_min(1).view(1, 3, 1, 1)
     result = StyleResult(image=np.empty(0, np.float32), mapping=mapping)
-    sizes = _scale_sizes(tuple(content.shape[1:]), params.scales)
+    sizes = _scale_sizes(tuple(content.shape[1:]), params.min_size)
+    total = params.iterations + (len(sizes) - 1) * _coarse_iterations(params)
     iteration = 0
     x = None
     for scale, size in enumerate(sizes):
@@ -156,20 +181,21 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
         objective = _Objective(vgg, c, s, cm, sm, mapping, params)
         kept = [cm[r] for r, st in params.regions.items() if st.keep_content]
         keep = sum(kept[1:], kept[0]) if kept else None
-        x = _initial(params, c, s) if x is None else _resize(x, size)
-        x.requires_grad_(True)
+        x = _initial(params, c, s) if x is None else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+        x = x.clamp(low, high).requires_grad_(True)
 
         def compose(x=x, c=c, keep=keep):
             # keep_content regions are pinned to the content: no gradient ever reaches their pixels.
             return x if keep is None else keep * c + (1 - keep) * x
 
-        steps = params.iterations if scale == len(sizes) - 1 else (params.scale_iterations or params.iterations)
+        steps = params.iterations if scale == len(sizes) - 1 else _coarse_iterations(params)
         if params.optimizer == "lbfgs":
             # Fixed iteration count: no early stops, one function evaluation per iteration.
             optimizer = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=params.lbfgs_history,
                                           tolerance_grad=0, tolerance_change=0)
         else:
-            optimizer = torch.optim.Adam([x], lr=params.lr)
+            optimizer = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))
+        average = _Average(params.average) if params.optimizer == "adam" and params.average else None
         for _ in range(steps):
             iteration += 1
             record: dict = {}
@@ -186,19 +212,29 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
                 return losses["total"]
 
             optimizer.step(closure)
-            entry = {"scale": scale, "iteration": iteration, **record}
+            if params.optimizer == "adam":
+                with torch.no_grad():
+                    x.clamp_(low, high)  # L-BFGS would take a clamp for a step of its own: its output is clipped
+            if average:
+                average.update(compose().detach())
+            entry = {"scale": scale, "iteration": iteration, "of": total, "size": list(size), **record}
             result.history.append(entry)
             if progress:
                 progress(entry)
             if params.snapshot_every and iteration % params.snapshot_every == 0:
-                image = torch.clamp(compose().detach(), low, high)[0].cpu().numpy()
+                image = torch.clamp(average.get(compose().detach()) if average else compose().detach(), low, high)
+                image = image[0].cpu().numpy()
                 result.snapshots.append((iteration, image))
                 if snapshot:
                     snapshot(iteration, image)
-        x = compose().detach()
+        x = average.get(compose().detach()) if average else compose().detach()
 
     image = torch.clamp(x, low, high)[0].cpu().numpy().astype(np.float32)
     if not np.isfinite(image).all():
         raise ComputeError("style_transfer: the optimised image is not finite")
     result.image = image
     return result
+
+
+def _coarse_iterations(params: StyleTransferParams) -> int:
+    return params.iterations if params.scale_iterations is None else params.scale_iterations

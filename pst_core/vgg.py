@@ -91,15 +91,39 @@ def _load_state(weights: str) -> dict:
     return {k if k.startswith(("features.", "classifier.")) else f"features.{k}": v for k, v in state.items()}
 
 
+POOLINGS = ("max", "average")
+
+
 class VGGFeatures(nn.Module):
     """VGG19 ``features`` truncated at the deepest layer asked for; returns named activations."""
 
-    def __init__(self, body: nn.Sequential, fingerprint: str):
+    def __init__(self, body: nn.Sequential, fingerprint: str, pooling: str = "max"):
         super().__init__()
         self.body = body
         self.fingerprint = fingerprint
+        self.pooling = pooling
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self._variants: dict[str, VGGFeatures] = {pooling: self}
+
+    def with_pooling(self, pooling: str) -> "VGGFeatures":
+        """The same convolutions (shared, not copied) with ``max`` or ``average`` 2x2 pooling.
+
+        Average pooling passes every pixel a share of the gradient, where max pooling passes it to one
+        pixel in four: with random weights, optimising an image through max pooling leaves pixel
+        speckle, through average pooling it draws the style's structure (Gatys et al. 2015 preferred
+        it for synthesis too). Activations are not rescaled: every loss is relative to its target.
+        """
+        if pooling not in POOLINGS:
+            raise ConfigError(f"style_transfer.pooling: unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
+        if pooling not in self._variants:
+            pool = nn.AvgPool2d(2) if pooling == "average" else nn.MaxPool2d(2)
+            body = nn.Sequential(*(pool if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) else m for m in self.body))
+            variant = VGGFeatures(body, self.fingerprint, pooling).to(self.mean.device)
+            variant.eval().requires_grad_(False)
+            variant._variants = self._variants
+            self._variants[pooling] = variant
+        return self._variants[pooling]
 
     def forward(self, image: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
         """image: (N, 3, H, W) in [0, 1]. Returns {layer: (N, C, h, w)}."""

@@ -35,10 +35,12 @@ def _transfer_log(every: int = 10):
     logger = get_run_logger()
 
     def log(entry: dict) -> None:
-        total, iteration = entry["total_iterations"], entry["iteration"]
+        total, iteration = entry["of"], entry["iteration"]
         if iteration % max(1, total // every) == 0 or iteration == total:
             losses = ", ".join(f"{k} {entry[k]:.4g}" for k in ("content", "style", "tv") if k in entry)
-            logger.info(f"style_transfer iteration {iteration}/{total}: loss {entry['total']:.4g} ({losses})")
+            height, width = entry["size"]
+            logger.info(f"style_transfer iteration {iteration}/{total} at {width}x{height} px: "
+                        f"loss {entry['total']:.4g} ({losses})")
 
     return log
 

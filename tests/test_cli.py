@@ -56,12 +56,15 @@ def test_segment_writes_labels_at_input_resolution(images, populated_store, tmp_
 
 def test_run_draws_a_progress_bar_then_the_stage_table(images, populated_store, tmp_path, capsys):
     capsys.readouterr()
+    # two scales, 20x16 then 40x32 px: 5 iterations, then 10
+    transfer = ["style_transfer.iterations=10", "style_transfer.scale_iterations=5", "style_transfer.min_size=20"]
     assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
-                 str(populated_store), *SETS, "--set", "style_transfer.iterations=10"]) == 0
+                 str(populated_store), *SETS, *sum((["--set", s] for s in transfer), [])]) == 0
     out, err = capsys.readouterr()
     bar = err.replace("\r", "\n").strip().splitlines()  # tqdm redraws its line with carriage returns
     assert bar and all(line.startswith("style_transfer:") for line in bar), err
-    assert "10/10" in bar[-1] and "loss " in bar[-1] and "style " in bar[-1]
+    assert any("5/15" in line and "20x16 px" in line for line in bar), err
+    assert "15/15" in bar[-1] and "40x32 px" in bar[-1] and "loss " in bar[-1] and "style " in bar[-1]
     assert "style_transfer              pair" in out and "computed" in out and "finished in" in out
 
 

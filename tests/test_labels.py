@@ -105,7 +105,8 @@ def test_label_images_replace_segmentation_and_are_keyed_by_their_pixels(images,
     redrawn = _grey(drawn["folder"] / "redrawn.png", 1 - drawn["disk"])  # the same regions, swapped
     third = _run(images, tmp_path, (redrawn, drawn["style"]))
     computed = sorted((s["stage"], s["image"]) for s in third["stages"] if s["status"] == "computed")
-    assert computed == [("fuse_segmentation", "content"), ("style_transfer", "pair"), ("unnormalize", "pair")]
+    assert computed == [("color_normalize", "pair"), ("fuse_segmentation", "content"), ("style_transfer", "pair"),
+                        ("unnormalize", "pair")]  # colours are fitted per region pair too
 
 
 @pytest.mark.usefixtures("prefect_server")

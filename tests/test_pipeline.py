@@ -68,8 +68,9 @@ def test_content_clustering_parameter_reruns_content_segmentation_and_downstream
     store, _ = first_run
     result = _run(images, store, ["content.cluster_layer.seed=1"])
     computed = _computed(result)
+    # Colours are normalised per region pair (color_normalize.regions), so new regions re-fit them too.
     assert {c[0] for c in computed} == {"cluster_layer", "backprop_clusters", "fuse_segmentation",
-                                         "style_transfer", "unnormalize"}
+                                         "color_normalize", "style_transfer", "unnormalize"}
     assert all(image in ("content", "pair") for _, image, _ in computed)
     assert len([c for c in computed if c[0] == "cluster_layer"]) == 4
 

@@ -40,7 +40,24 @@ def test_a_changed_parameter_plans_that_stage_and_what_reads_it(images, tmp_path
     changed = preflight(store, _pair(images), build_config(sets=[*FAST, "style.cluster_layer.seed=1"]))
     assert {(s.stage, s.side) for s in changed.missing} == {
         ("cluster_layer", "style"), ("backprop_clusters", "style"), ("fuse_segmentation", "style"),
-        ("style_transfer", None), ("unnormalize", None)}
+        ("color_normalize", None), ("style_transfer", None), ("unnormalize", None)}  # colours per region pair
+
+
+def test_the_colour_key_holds_what_the_colour_stage_decides(images, tmp_path):
+    """Its key has the method and direction as resolved for the palette (auto and the same explicit
+    choice share an entry), and the network that decides mapping=auto (the transfer reads its pairs)."""
+    store = ArtifactStore(str(tmp_path / "store"))
+
+    def colour_key(*sets):
+        plan = preflight(store, _pair(images), build_config(sets=[*FAST, *sets]))
+        return next(step.key for step in plan.steps if step.stage == "color_normalize")
+
+    auto = colour_key()
+    assert auto == colour_key("color_normalize.method=luminance", "color_normalize.direction=style_to_content")
+    assert auto != colour_key("unnormalize.palette=style")
+    assert auto != colour_key("style_transfer.mapping_layer=relu2_1") != colour_key("style_transfer.pooling=max")
+    overlap = colour_key("style_transfer.mapping=overlap")
+    assert overlap != auto and overlap == colour_key("style_transfer.mapping=overlap", "style_transfer.pooling=max")
 
 
 def test_image_facts_come_from_the_memo_while_the_file_is_unchanged(images, tmp_path):

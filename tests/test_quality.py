@@ -1,0 +1,87 @@
+"""The network-free quality measures give the right answer on images of known structure."""
+
+import numpy as np
+import pytest
+
+from pst_core import quality, synthetic
+
+SIZE = 128
+PAIRS = [(("stripes", 14, 0), ("dots", 10, 0)), (("stripes", 12, 0), ("stripes", 12, 90)),
+         (("waves", 20, 0), ("dots", 12, 0)), (("checks", 12, 0), ("blobs", 10, 0))]
+
+
+def _textures(pair, rng):
+    return [synthetic.texture(kind, (SIZE, SIZE), period, angle, rng) for kind, period, angle in pair]
+
+
+def _case(pair):
+    """A two-texture style (top/bottom) and a content layout (a disk in a ground) to put them in."""
+    rng = np.random.default_rng(0)
+    style_labels = synthetic.layout("halves_h", (SIZE, SIZE))
+    style = synthetic.mosaic(style_labels, _textures(pair, rng), [(0.8, 0.5, 0.2), (0.2, 0.4, 0.8)])
+    labels = synthetic.layout("disk", (SIZE, SIZE))
+
+    def painted(textures, contrast=0.18, colours=((0.5, 0.5, 0.5),) * 2):
+        return synthetic.mosaic(labels, textures, list(colours), contrast=contrast)
+
+    return style, synthetic.label_masks(style_labels), synthetic.label_masks(labels), painted, rng
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0][0]}-{p[1][0]}")
+def test_structure_score_recognises_the_mapped_texture(pair):
+    style, style_masks, masks, painted, rng = _case(pair)
+    mapping = {0: 0, 1: 1}
+    right = quality.structure_scores(painted(_textures(pair, rng)), masks, style, style_masks, mapping)
+    faint = quality.structure_scores(painted(_textures(pair, rng), 0.04), masks, style, style_masks, mapping)
+    wrong = quality.structure_scores(painted(_textures(pair[::-1], rng)), masks, style, style_masks, mapping)
+    assert min(right.values()) > 0.6, right  # each region wears its own texture
+    assert min(faint.values()) > 0.6, faint  # contrast does not matter, structure does
+    assert max(wrong.values()) < 0, wrong  # swapped textures score below zero
+
+
+@pytest.mark.parametrize("pair", PAIRS[:2], ids=lambda p: f"{p[0][0]}-{p[1][0]}")
+def test_structure_score_is_near_zero_without_the_structure(pair):
+    style, style_masks, masks, painted, rng = _case(pair)
+    mapping = {0: 0, 1: 1}
+    noise = np.clip(0.5 + 0.2 * rng.standard_normal((3, SIZE, SIZE)), 0, 1)
+    ramp = np.broadcast_to(np.linspace(0.2, 0.8, SIZE), (3, SIZE, SIZE))
+    mix = 0.5 * painted(_textures(pair, rng)) + 0.5 * painted(_textures(pair[::-1], rng))
+    for image, limit in ((noise, 0.35), (ramp, 0.35), (mix, 0.5)):  # a mix leans to the peakier texture
+        scores = quality.structure_scores(image, masks, style, style_masks, mapping)
+        assert max(abs(v) for v in scores.values()) < limit, scores
+
+
+def test_noise_share_tells_noise_from_structure():
+    rng = np.random.default_rng(1)
+    stripes = synthetic.mosaic(np.zeros((SIZE, SIZE), int), [synthetic.texture("stripes", (SIZE, SIZE), 12)],
+                               [(0.5, 0.5, 0.5)])
+    grating = synthetic.mosaic(np.zeros((SIZE, SIZE), int), [synthetic.texture("grating", (SIZE, SIZE), 12)],
+                               [(0.5, 0.5, 0.5)])
+    noise = np.clip(0.5 + 0.2 * rng.standard_normal((3, SIZE, SIZE)), 0, 1)
+    # white noise spreads its energy evenly: the share above 0.35 cycles/pixel is the area of the
+    # frequency square outside that radius, 1 - pi 0.35^2 = 0.62
+    assert abs(quality.high_frequency_share(noise) - (1 - np.pi * 0.35 ** 2)) < 0.05
+    assert quality.high_frequency_share(stripes) < 0.05  # square waves: only their 5th harmonic is that fine
+    assert quality.noise_ratio(stripes, grating, stripes) == pytest.approx(1.0)
+    assert quality.noise_ratio(np.clip(grating + 0.25 * (noise - 0.5), 0, 1), grating, grating) > 5
+
+
+def test_palette_distance_is_zero_for_the_same_colours_and_grows_with_difference():
+    rng = np.random.default_rng(2)
+    mask = np.ones((32, 32), np.float32)
+    warm = np.clip(np.array([0.8, 0.5, 0.2])[:, None, None] + 0.05 * rng.standard_normal((3, 32, 32)), 0, 1)
+    warm2 = np.clip(np.array([0.8, 0.5, 0.2])[:, None, None] + 0.05 * rng.standard_normal((3, 32, 32)), 0, 1)
+    cool = np.clip(np.array([0.2, 0.4, 0.8])[:, None, None] + 0.05 * rng.standard_normal((3, 32, 32)), 0, 1)
+    same, other = quality.palette_distance(warm, mask, warm2, mask), quality.palette_distance(warm, mask, cool, mask)
+    assert same < 1.5 and other > 20 * same
+
+
+def test_independent_network_distances_favour_the_mapped_region():
+    from pst_core.vgg import load_vgg
+
+    pair = PAIRS[0]
+    style, style_masks, masks, painted, rng = _case(pair)
+    output = painted(_textures(pair, rng), colours=((0.8, 0.5, 0.2), (0.2, 0.4, 0.8)))
+    d = quality.region_style_distances(load_vgg("random", 1), output, masks, style, style_masks,
+                                       ["relu2_1", "relu3_1"])
+    assert d[0, 0] < d[0, 1] and d[1, 1] < d[1, 0]
