@@ -176,7 +176,10 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
 
 
 def time_to_quality(case: Case, timeline) -> float | None:
+    """Seconds until a snapshot at the final scale first meets the structure and noise targets."""
     for _, seconds, image in timeline:
+        if image.shape != case.content.shape:  # a coarser scale: not yet the picture asked for
+            continue
         scores = quality.structure_scores(image, case.content_masks, case.style, case.style_masks, case.mapping)
         if min(scores.values()) >= STRUCTURE_TARGET and quality.noise_ratio(image, case.content, case.style) \
                 <= NOISE_TARGET:
@@ -200,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--label", default="", help="a name for this configuration in the output")
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--images", help="folder for content|style|K=1|partitioned strips")
+    parser.add_argument("--no-k1", action="store_true", help="partitioned runs only (for tuning; no K=1 figures)")
     args = parser.parse_args(argv)
     config = build_config(sets=[f"features.weights={args.weights}", *args.set])
     independent = load_vgg("random", 1)
@@ -213,7 +217,8 @@ def main(argv=None) -> int:
     for size in args.sizes:
         for case in cases(size, args.cases):
             outputs = {}
-            for run, partitioned in (("K=1", False), ("part", True)):
+            runs = (("part", True),) if args.no_k1 else (("K=1", False), ("part", True))
+            for run, partitioned in runs:
                 final, styled, style_n, seconds, timeline = stylise(case, config, partitioned, args.snapshot_every)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
@@ -226,6 +231,10 @@ def main(argv=None) -> int:
                 print(f"{case.name:24s} {size:4d} {run:5s} {structure:>16s} {row['structure_min']:6.2f} "
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
                       f"{ttq:>6s}", flush=True)
+            if images:
+                save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
+            if args.no_k1:
+                continue
             part, plain = rows[-1], rows[-2]
             gap = min(part["structure"][r] - plain["structure"][r] for r in part["structure"])
             part["above_k1_min"] = round(gap, 3)
@@ -233,8 +242,6 @@ def main(argv=None) -> int:
                                          and part["noise"] <= NOISE_TARGET
                                          and all(a < o for a, o in zip(part["palette_asked"], part["palette_other"])))
             print(f"{'':24s} {'':4s} {'':5s} above K=1 by {gap:.2f}; targets {'met' if part['meets_targets'] else 'NOT met'}")
-            if images:
-                save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs["K=1"])
     met = [r for r in rows if "meets_targets" in r]
     print(f"\n{sum(r['meets_targets'] for r in met)}/{len(met)} partitioned runs meet every target")
     if args.json:
