@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from pst_core.errors import PstError
@@ -21,20 +22,74 @@ DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.snaps
 def _quiet_prefect(verbose: bool) -> None:
     """Must run before prefect is imported: it reads its settings at import."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's temporary server gives up after 20 s by default; a busy machine can take longer to start it.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    progress = logging.getLogger("pst.progress")
-    if not any(isinstance(h, _StderrHandler) for h in progress.handlers):
-        progress.addHandler(_StderrHandler())
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
 
 
-class _StderrHandler(logging.Handler):
-    """Progress lines on whatever sys.stderr is at the time (it may be replaced after set-up)."""
+class _TransferBar:
+    """The style transfer's iterations as a progress bar on stderr (one bar over all its scales: an entry's
+    ``iteration`` counts on across scales, ``of`` them), the scale's size and the losses in the postfix."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"  {record.getMessage()}\n")
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, stage: str, entry: dict) -> None:
+        from tqdm import tqdm
+
+        if stage != "style_transfer":
+            return
+        if self.bar is None or entry["iteration"] < self.bar.n:
+            self.close()
+            self.bar = tqdm(total=entry["of"], desc="style_transfer", unit="it", file=sys.stderr,
+                            dynamic_ncols=True)
+        losses = ", ".join(f"{k} {entry[k]:.3g}" for k in ("content", "style", "tv") if entry.get(k))
+        height, width = entry["size"]
+        self.bar.set_postfix_str(f"{width}x{height} px, loss {entry['total']:.4g} ({losses})", refresh=False)
+        self.bar.update(entry["iteration"] - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def _transfer_bar(enabled: bool):
+    from pst_core.progress import listening
+
+    if not enabled:
+        yield
+        return
+    bar = _TransferBar()
+    try:
+        with listening(bar):
+            yield
+    finally:
+        bar.close()
+
+
+def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str, run_flow, out: str | None = None,
+                 inputs: dict[str, str] | None = None):
+    """Plan every stage's key, then run the flow; or, when the store holds every stage and no Prefect
+    server is configured, finish without Prefect: a temporary server would take longer to start than
+    the whole run (the record, the table and the output are the same)."""
+    from pst_core.runs import finish_run, preflight, public_stages
+    from pst_core.store import ArtifactStore
+
+    from flows.server import api_configured
+
+    started = time.time()
+    store = ArtifactStore(store_url)
+    plan = preflight(store, images, config)
+    if plan.missing or api_configured():
+        return run_flow()
+    outcomes = plan.outcomes({})
+    record = finish_run(store, str(uuid.uuid4()), flow_name, inputs or images, config, plan, outcomes, started,
+                        out=out)
+    final = "unnormalize_key" if plan.final.stage == "unnormalize" else "regions_key"  # as the flows name it
+    return {"run_id": record["run_id"], "output": out, "stages": public_stages(outcomes), final: plan.final.key}
 
 
 def _config(args):
@@ -55,16 +110,18 @@ def cmd_run(args) -> int:
 
 
 def _run_pair(args) -> dict:
-    """Check everything, run the pair flow, print the stage table (unless --json); the flow's result."""
-    from pst_core.runs import preflight
-    from pst_core.store import ArtifactStore
-
+    """Plan, run what is missing (the pair flow), print the stage table (unless --json); the run's result."""
     config = _config(args)
-    preflight(ArtifactStore(args.store), {"content": args.content, "style": args.style}, config)
-    from flows.pipeline import partitioned_style_transfer
-
     started = time.perf_counter()
-    result = partitioned_style_transfer(args.content, args.style, config=config, store=args.store, out=args.out)
+
+    def run_flow():
+        from flows.pipeline import partitioned_style_transfer
+
+        with _transfer_bar(enabled=not args.json):
+            return partitioned_style_transfer(args.content, args.style, config=config, store=args.store, out=args.out)
+
+    result = _planned_run("partitioned-style-transfer", {"content": args.content, "style": args.style}, config,
+                          args.store, run_flow, args.out)
     if not args.json:
         _print_stages(result["stages"])
         print(f"\nrun {result['run_id']} finished in {time.perf_counter() - started:.1f} s; output {result['output']}")
@@ -83,7 +140,6 @@ def cmd_segment(args) -> int:
     import numpy as np
 
     from pst_core.imageio import read_image, save_labels
-    from pst_core.runs import preflight
     from pst_core.segmentation_output import regions_at_size
     from pst_core.stages import read_regions
     from pst_core.store import ArtifactStore
@@ -93,10 +149,14 @@ def cmd_segment(args) -> int:
     config = _config(argparse.Namespace(set=[*(args.set or []), f"content.fuse_segmentation.k={args.regions}"],
                                         config=args.config, preset=args.preset))
     store = ArtifactStore(args.store)
-    preflight(store, {"content": args.image}, config)
-    from flows.pipeline import segment_image
 
-    result = segment_image(args.image, config=config, store=args.store)
+    def run_flow():
+        from flows.pipeline import segment_image
+
+        return segment_image(args.image, config=config, store=args.store)
+
+    result = _planned_run("segment-image", {"content": args.image}, config, args.store, run_flow,
+                          inputs={"image": args.image})
     height, width = read_image(args.image, config.params("load", "content").max_pixels).shape[1:]
     soft = regions_at_size(read_regions(store, result["regions_key"]), (height, width))
     save_labels(args.out, soft.argmax(0))
@@ -191,16 +251,13 @@ def cmd_dataset(args) -> int:
     runner = make_task_runner(args.task_runner, args.concurrency, args.dask_address)
     result = dataset.with_options(task_runner=runner)(
         manifest=args.manifest, out_dir=args.out_dir, content_dir=args.content_dir, styles=args.style,
-        config=config, store=args.store, progress_bar=not args.json)
-    rows = result["results"]
+        config=config, store=args.store, progress_bar=not args.json, window=max(16, 4 * args.concurrency))
     if args.json:
-        print(json.dumps({"run_id": result["run_id"], "results": rows}, default=str))
+        print(json.dumps({k: result[k] for k in ("run_id", "results", "ok", "failed", "failed_rows")}, default=str))
     else:
-        for row in rows:
-            if row["status"] != "ok":
-                print(f"row {row['row']}: failed: {row['error']}")
-        ok = sum(r["status"] == "ok" for r in rows)
-        print(f"{ok} ok, {len(rows) - ok} failed; results in {Path(args.out_dir) / 'results.csv'}")
+        for row in result["failed_rows"]:
+            print(f"row {row['row']}: failed: {row['error']}")
+        print(f"{result['ok']} ok, {result['failed']} failed; results in {result['results']}")
     return 0
 
 
