@@ -108,7 +108,7 @@ class MeanCovLoss:
 
     def __init__(self, target_features: torch.Tensor, target_region: Region):
         self.mean, cov = target_region.mean_cov(target_features)
-        vals, vecs = torch.linalg.eigh(cov)
+        vals, vecs = _stable(torch.linalg.eigh, cov)
         self.root = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
         self.trace = cov.trace()
         self.scale = (self.trace + self.mean.square().sum()).clamp_min(1e-12)
@@ -117,9 +117,20 @@ class MeanCovLoss:
     def __call__(self, features: torch.Tensor, region: Region, gram: torch.Tensor | None = None) -> torch.Tensor:
         mean, cov = region.mean_cov(features, gram)
         prod = self.root @ cov @ self.root
-        vals = torch.linalg.eigvalsh((prod + prod.T) / 2).clamp_min(self.floor)
+        vals = _stable(torch.linalg.eigvalsh, (prod + prod.T) / 2).clamp_min(self.floor)
         w2 = (mean - self.mean).square().sum() + cov.trace() + self.trace - 2 * vals.sqrt().sum()
         return w2 / self.scale
+
+
+def _stable(decomposition, matrix: torch.Tensor):
+    """LAPACK's float32 symmetric eigensolver can return NaN for a nearly rank-deficient matrix (a
+    region of a few pixels at relu5_1 has a 512x512 covariance of rank <= 4): retry in float64."""
+    result = decomposition(matrix)
+    first = result if isinstance(result, torch.Tensor) else result[0]
+    if matrix.dtype == torch.float64 or bool(torch.isfinite(first).all()):
+        return result
+    result = decomposition(matrix.double())
+    return result.to(matrix.dtype) if isinstance(result, torch.Tensor) else tuple(t.to(matrix.dtype) for t in result)
 
 
 STATISTICS = {"gram": GramLoss, "meancov": MeanCovLoss}

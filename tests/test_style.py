@@ -2,11 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from pst_core.config import RegionSettings, StyleTransferParams
+from pathlib import Path
+
+from pst_core.color import normalize_pair
+from pst_core.config import RegionSettings, StyleTransferParams, build_config
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.losses import GramLoss, Region, masked_grams
 from pst_core.quality import region_style_distances
+from pst_core.imageio import read_image, resize, working_shape
 from pst_core.mapping import map_regions, resize_masks
+from pst_core.segmentation import cluster_layers, segment_image
 from pst_core.style import _Objective, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.vgg import load_vgg
@@ -273,6 +278,22 @@ def test_adam_multiscale_noise_init_is_seeded(vgg):
     assert [i for i, _ in a.snapshots] == [4, 6] and all(img.shape == content.shape for _, img in a.snapshots)
     c = transfer(content, style, cm, sm, vgg, params.model_copy(update={"seed": 4}))
     assert not np.array_equal(a.image, c.image)
+
+
+def test_a_region_of_a_few_deep_pixels_keeps_the_loss_finite(vgg):
+    # The demo pair at 32 px segments the content into a region of 0.04 px; at relu5_1 (2x2) its
+    # 512x512 covariance products made float32 eigvalsh return NaN (pst run stopped at iteration 1).
+    config = build_config(sets=["features.weights=random"])
+    images = []
+    for name in ("content", "style"):
+        pixels = read_image(Path(__file__).resolve().parents[1] / "examples" / f"{name}.png")
+        images.append(resize(pixels, working_shape(pixels.shape[1], pixels.shape[2], 32)))
+    masks = [segment_image(torch.from_numpy(image), vgg, cluster_layers(config.cluster_layer, config.features.layers),
+                           config.cluster_layer, config.backprop_clusters, config.fuse_segmentation).numpy()
+             for image in images]
+    content, style, _ = normalize_pair(images[0], images[1], "linear", "style_to_content")
+    result = transfer(content, style, masks[0], masks[1], vgg, StyleTransferParams(iterations=1, min_size=32))
+    assert np.isfinite(result.image).all()
 
 
 # ---------------------------------------------------------------- errors
