@@ -16,7 +16,9 @@ from pst_core.errors import PstError
 from pst_core.store import DEFAULT_STORE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.snapshot_every=50"]
+# Two transfers (partitioned and K=1) plus segmentation within about 3 minutes on 2 CPU cores.
+DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.iterations=100",
+                 "style_transfer.scale_iterations=60", "style_transfer.snapshot_every=50"]
 
 
 def _quiet_prefect(verbose: bool) -> None:

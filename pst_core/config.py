@@ -133,12 +133,13 @@ class RegionSettings(StageParams):
 
 
 class StyleTransferParams(StageParams):
-    iterations: int = Field(300, ge=0, le=100_000, description="Optimiser iterations at the final scale")
+    iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.losses), so these need no retuning across sizes;
-    # 10:1 was chosen on the seeded random VGG19 at 64 px, not checked with ImageNet weights.
+    # chosen on the seeded random VGG19 (64 to 256 px, benchmarks/quality.py), not checked with ImageNet weights.
     style_weight: float = Field(10.0, ge=0, le=1e9, description="Weight of the style losses (relative errors)")
     content_weight: float = Field(1.0, ge=0, le=1e9, description="Weight of the content loss (relative error)")
-    tv_weight: float = Field(0.0, ge=0, le=1e9, description="Weight of total variation (smoothness of the output)")
+    tv_weight: float = Field(10.0, ge=0, le=1e9, description="Weight of total variation (mean squared neighbour "
+                                                             "difference): 10 removes pixel grain, keeps edges")
     mapping: Literal["auto", "overlap"] | dict[int, int] = Field(
         "auto", description="auto (feature similarity), overlap, or {content_region: style_region}"
     )
@@ -162,8 +163,8 @@ class StyleTransferParams(StageParams):
     lbfgs_history: int = Field(100, ge=1, le=1000, description="L-BFGS history size")
     min_size: int = Field(64, ge=0, le=8192, description="Coarse to fine: the first scale's longer side, doubling up "
                                                          "to the working size (0: one scale)")
-    scale_iterations: int | None = Field(None, ge=0, description="Iterations at each coarser scale (default: "
-                                                                 "as many as at the final scale)")
+    scale_iterations: int | None = Field(100, ge=0, description="Iterations at each coarser scale (null: as many "
+                                                                "as at the final scale)")
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
