@@ -117,8 +117,11 @@ class MeanCovLoss:
     def __call__(self, features: torch.Tensor, region: Region, gram: torch.Tensor | None = None) -> torch.Tensor:
         mean, cov = region.mean_cov(features, gram)
         prod = self.root @ cov @ self.root
-        vals = _stable(torch.linalg.eigvalsh, (prod + prod.T) / 2).clamp_min(self.floor)
-        w2 = (mean - self.mean).square().sum() + cov.trace() + self.trace - 2 * vals.sqrt().sum()
+        vals = _stable(torch.linalg.eigvalsh, (prod + prod.T) / 2)
+        # Eigenvalues under the floor are rounding noise: they count as zero (hundreds of sqrt(floor)
+        # would bias the loss below zero) and pass no gradient (sqrt' is unbounded at zero).
+        roots = torch.where(vals > self.floor, vals.clamp_min(self.floor).sqrt(), torch.zeros_like(vals))
+        w2 = (mean - self.mean).square().sum() + cov.trace() + self.trace - 2 * roots.sum()
         return w2 / self.scale
 
 

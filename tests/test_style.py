@@ -7,7 +7,7 @@ from pathlib import Path
 from pst_core.color import normalize_pair
 from pst_core.config import RegionSettings, StyleTransferParams, build_config
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.losses import GramLoss, Region, masked_grams
+from pst_core.losses import GramLoss, MeanCovLoss, Region, masked_grams
 from pst_core.quality import region_style_distances
 from pst_core.imageio import read_image, resize, working_shape
 from pst_core.mapping import map_regions, resize_masks
@@ -101,6 +101,17 @@ def test_masked_grams_match_the_plain_formula_and_its_gradient():
     # Regions whose Gram is unused get no gradient work and no error.
     assert torch.autograd.grad(masked_grams(features, [Region(m) for m in masks])[1].sum(), features)[0].shape \
         == features.shape
+
+
+def test_meancov_loss_is_zero_at_its_target_and_positive_away(vgg):
+    # Hundreds of floored eigenvalues once biased it to -0.04 at relu5_1 (the CLI showed negative losses).
+    style, _ = two_texture_style(64)
+    features = vgg(torch.tensor(style)[None], ["relu1_1", "relu4_1", "relu5_1"])
+    for layer, f in features.items():
+        region = Region(torch.ones(f.shape[-2:]))
+        loss = MeanCovLoss(f[0], region)
+        assert abs(float(loss(f[0], region))) < 1e-3, layer
+        assert float(loss(1.1 * f[0], region)) > 5e-3, layer
 
 
 def test_k1_is_plain_unpartitioned_transfer(vgg):
