@@ -25,3 +25,7 @@ class StoreError(PstError):
 
 class ComputeError(PstError):
     """A stage's computation failed in a way the user can act on (e.g. a non-finite loss)."""
+
+
+class MemoryBudgetError(PstError):
+    """A run that would not fit its memory budget, refused before it starts."""

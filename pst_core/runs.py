@@ -11,6 +11,7 @@ from .errors import ConfigError
 from .imageio import read_image, working_shape
 from .labels import check_fits, labels_role, read_labels
 from .stages import StageOutcome
+from .style import plan_transfer
 from .store import ArtifactStore
 from .vgg import LAYER_STRIDE, load_vgg, resolve_device
 
@@ -32,19 +33,26 @@ def check_inputs(images: dict[str, str], config: PipelineConfig) -> str:
              for side in SIDES if (path := config.params("fuse_segmentation", side).labels)}
     regions = {side: drawn[side].count if side in drawn else config.params("fuse_segmentation", side).k
                for side in SIDES}
+    shapes = {}
     for side, path in images.items():
-        pixels = read_image(path, config.params("load", side).max_pixels, role=f"{side} image")
+        load = config.params("load", side)
+        pixels = read_image(path, load.max_pixels, role=f"{side} image")
         if min(pixels.shape[1:]) < MIN_SIDE:
             raise ConfigError(f"{side} image {path!r}: {pixels.shape[2]}x{pixels.shape[1]} is too small "
                               f"(at least {MIN_SIDE} px on each side)")
+        shapes[side] = working_shape(pixels.shape[1], pixels.shape[2], load.size)
         if side in drawn:
             check_fits(drawn[side], pixels.shape[1:], labels_role(side))
         else:
-            shape = working_shape(pixels.shape[1], pixels.shape[2], config.params("load", side).size)
-            _check_cluster_sizes(side, shape, config)
+            _check_cluster_sizes(side, working_shape(pixels.shape[1], pixels.shape[2], min(load.size, load.segment_size)),
+                                 config)
         features = config.params("features", side)
         load_vgg(features.weights, features.seed, device)
     _check_mapping(config, regions)
+    if set(shapes) == set(SIDES):  # the memory guard: refused here rather than killed by the kernel later
+        carried = any(config.params("load", side).size > config.params("load", side).segment_size for side in SIDES)
+        plan_transfer(shapes["content"], shapes["style"], regions["content"], regions["style"], config.style_transfer,
+                      masks_carried=carried)
     if (config.color_normalize.regions and config.color_normalize.direction == "style_to_content"
             and config.unnormalize.palette == "style"):
         raise ConfigError("color_normalize.regions with direction=style_to_content cannot restore "

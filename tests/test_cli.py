@@ -81,6 +81,8 @@ def bad_files(tmp_path):
     (["run", "{content}", "{style}", "--set", "cluster_layer.k=0"], "cluster_layer.k"),
     (["run", "{content}", "{style}", "--set", "fuse_segmentation.k=0"], "fuse_segmentation.k"),
     (["segment", "{content}", "--regions", "0"], "--regions"),
+    (["run", "{content}", "{style}", "--set", "style_transfer.memory_budget=0.5"], "style_transfer.memory_budget"),
+    (["run", "{content}", "{style}", "--set", "style_transfer.tile_size=100"], "multiple of 16"),
 ])
 def test_bad_input_exits_2_with_one_line_and_store_unchanged(args, message, bad_files, images, populated_store,
                                                              tmp_path, capsys):

@@ -225,7 +225,7 @@ def test_per_region_style_layers(vgg):
     fx, fs = vgg(x, ["relu2_1"])["relu2_1"][0], vgg(s, ["relu2_1"])["relu2_1"][0]
     size = fx.shape[-2:]
     region, target = (Region(resize_masks(torch.tensor(m[:1]), size)[0]) for m in (cm, sm))
-    want = 2.0 * GramLoss(fs, target)(fx, region)  # one active region, one layer
+    want = 2.0 * GramLoss(*target.statistics(fs))(*region.statistics(fx))  # one active region, one layer
     assert torch.allclose(got, want, rtol=1e-5)
 
 
