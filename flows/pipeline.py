@@ -40,22 +40,28 @@ class SideFutures:
 def segment_side(store: str, path: str, side: str, config: PipelineConfig, device: str) -> SideFutures:
     """load -> features -> cluster_layer per layer -> backprop_clusters per layer -> fuse_segmentation."""
     loaded = t.load.submit(store, path, config.params("load", side), side)
+    futures = [loaded]
+    # Segmentation works at most at load.segment_size; the transfer carries its masks up.
+    small = stages.segmentation_load(config.params("load", side))
+    if small is not None:
+        futures.append(t.load.submit(store, path, small, side))
+    image = futures[-1]
     fuse = config.params("fuse_segmentation", side)
     if fuse.k == 1 or fuse.labels:  # the whole image, or regions drawn by hand: nothing to segment
-        regions = t.fuse_segmentation.submit(store, {}, loaded, fuse, side)
-        return SideFutures(loaded, regions, [loaded, regions])
+        regions = t.fuse_segmentation.submit(store, {}, image, fuse, side)
+        return SideFutures(loaded, regions, [*futures, regions])
     feats_params = config.params("features", side)
     cluster = config.params("cluster_layer", side)
-    feats = t.features.submit(store, loaded, feats_params, side, device)
-    futures = [loaded, feats]
+    feats = t.features.submit(store, image, feats_params, side, device)
+    futures.append(feats)
     indicators = {}
     for layer in cluster.layers or ["rgb", *feats_params.layers]:
-        clusters = t.cluster_layer.submit(store, layer, loaded if layer == "rgb" else feats, cluster, side)
-        indicators[layer] = t.backprop_clusters.submit(store, layer, clusters, loaded,
+        clusters = t.cluster_layer.submit(store, layer, image if layer == "rgb" else feats, cluster, side)
+        indicators[layer] = t.backprop_clusters.submit(store, layer, clusters, image,
                                                        config.params("backprop_clusters", side), feats_params,
                                                        side, device)
         futures += [clusters, indicators[layer]]
-    regions = t.fuse_segmentation.submit(store, indicators, loaded, fuse, side)
+    regions = t.fuse_segmentation.submit(store, indicators, image, fuse, side)
     return SideFutures(loaded, regions, futures + [regions])
 
 

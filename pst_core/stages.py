@@ -117,7 +117,15 @@ def load(store: ArtifactStore, path: str, params: LoadParams, side: str = "conte
         return ({"image": ArrayOut(image, ("channel", "y", "x"))},
                 {"source": str(path), "source_shape": list(pixels.shape[1:])})
 
-    return _execute(store, "load", params.model_dump(), {"pixels": pixel_digest(pixels)}, compute, side)
+    # segment_size says which load entry segmentation reads, not how this one is computed.
+    return _execute(store, "load", params.model_dump(exclude={"segment_size"}), {"pixels": pixel_digest(pixels)},
+                    compute, side)
+
+
+def segmentation_load(params: LoadParams) -> LoadParams | None:
+    """The load parameters of the smaller image segmentation works on, or None when it works on the
+    working size itself (``load.segment_size`` bounds segmentation's memory and store at any size)."""
+    return params.model_copy(update={"size": params.segment_size}) if params.size > params.segment_size else None
 
 
 # -- 2. color_normalize ----------------------------------------------------------------------------
@@ -134,7 +142,8 @@ def color_normalize(store: ArtifactStore, content_key: str, style_key: str, para
     def compute():
         masks = {}
         if params.regions:
-            masks = {"content_masks": read_regions(store, regions[0]), "style_masks": read_regions(store, regions[1]),
+            masks = {"content_masks": read_regions(store, regions[0], _image(store, content_key).shape[1:]),
+                     "style_masks": read_regions(store, regions[1], _image(store, style_key).shape[1:]),
                      "mapping": mapping}
         content, style, transform = normalize_pair(_image(store, content_key), _image(store, style_key),
                                                    params.method, params.direction, max_gain=params.max_gain,
@@ -292,8 +301,12 @@ def _regions_arrays(regions: np.ndarray) -> dict[str, ArrayOut]:
             "labels": ArrayOut(labels, ("y", "x"))}
 
 
-def read_regions(store: ArtifactStore, fuse_key: str) -> np.ndarray:
-    return store.open("fuse_segmentation", fuse_key).array("regions")
+def read_regions(store: ArtifactStore, fuse_key: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The soft regions (K, h, w), carried up to ``shape`` when given (segmentation may work smaller)."""
+    from .segmentation_output import regions_at_size
+
+    regions = store.open("fuse_segmentation", fuse_key).array("regions")
+    return regions if shape is None else regions_at_size(regions, tuple(shape))
 
 
 # -- 7. style_transfer -----------------------------------------------------------------------------
@@ -326,10 +339,15 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
 
 def _progress_printer(params: StyleTransferParams, progress: Progress) -> Callable[[dict], None]:
     every = max(1, params.iterations // 10)
-    last = {"time": time.perf_counter(), "iteration": 0}
+    last = {"time": time.perf_counter(), "iteration": 0, "scale": None}
 
     def report(step: dict) -> None:
         iteration = step.get("iteration", 0)
+        if step.get("tile") and step.get("scale") != last["scale"]:  # how a tiled scale runs, once
+            h, w = step["size"]
+            progress(f"style_transfer scale {step['scale']} {w}x{h}: {step['tile']} px tiles, "
+                     f"L-BFGS history {step.get('history')}")
+        last["scale"] = step.get("scale")
         if iteration % every == 0:
             now = time.perf_counter()
             rate = (now - last["time"]) / max(1, iteration - last["iteration"])
