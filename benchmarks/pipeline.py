@@ -1,10 +1,19 @@
-"""Pipeline figures: per-stage seconds and peak RSS by size, orchestration cost, cache reruns, store speed.
+"""Pipeline figures: per-stage seconds and peak RSS by size, orchestration cost, cache reruns, store speed,
+and the command line's own cost against bare start-up.
 
     .venv/bin/python benchmarks/pipeline.py [--sizes 128 256 512] [--iterations 20]
-        [--overhead-size 256] [--overhead-iterations 200] [--json benchmarks/results/pipeline.json]
+        [--overhead-size 256] [--overhead-iterations 200] [--cli-runs 3] [--noise 0]
+        [--skip stages overhead store cli] [--json benchmarks/results/pipeline.json]
 
 Every measured run happens in a fresh subprocess (so peak RSS is that run's own), on the bundled
 example images, with random VGG19 weights. Prints tables and writes JSON.
+
+``cli``: `pst run` of a 64 px pair as a user types it, against `python -c "import torch, zarr, prefect"`
+(bare start-up), both measured here in the same run: fully cached, then with style_transfer.iterations
+changed (wall time minus the stages it computed); without a Prefect server (Prefect starts a temporary
+one when there is work to run) and with one running (PREFECT_API_URL). ``--noise N`` then makes N
+consecutive CLI runs, cached and computing, and counts those whose stderr shows a traceback or an
+ERROR line.
 """
 
 from __future__ import annotations
@@ -164,6 +173,66 @@ def store_speed(tmp) -> list[dict]:
     return rows
 
 
+CLI_SETS = ["features.weights=random", "load.size=64", "style_transfer.iterations=20"]
+NOISE = ("Traceback", "ERROR", "CancelledError")
+
+
+def _timed(argv: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    return time.perf_counter() - start, proc
+
+
+def _pst_run(store: str, env: dict, tmp: str, sets=()) -> tuple[float, dict, str]:
+    argv = [sys.executable, "-m", "flows.cli", "run", CONTENT, STYLE, "--out", f"{tmp}/cli.png", "--store", store,
+            *sum((["--set", s] for s in [*CLI_SETS, *sets]), []), "--json"]
+    wall, proc = _timed(argv, {**env, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    return wall, json.loads(proc.stdout), proc.stderr
+
+
+def cli(env: dict, tmp: str, runs: int, noise: int) -> dict:
+    """`pst run` from the command line against bare start-up; see the module's docstring."""
+    from statistics import median
+
+    bare = median(_timed([sys.executable, "-c", "import torch, zarr, prefect"], env)[0] for _ in range(runs))
+    print(f"bare start-up (import torch, zarr, prefect): {bare:.2f} s (median of {runs})", flush=True)
+    server, server_env = start_server(env, Path(tmp) / "cli-server-home")
+    rows, noisy, iterations = [], 0, 20
+    try:
+        for mode, mode_env in (("no server", env), ("server", server_env)):
+            store = f"{tmp}/cli-{mode.replace(' ', '-')}"
+            _pst_run(store, mode_env, tmp)  # fills the store
+            cached = [_pst_run(store, mode_env, tmp)[0] for _ in range(runs)]
+            changed = []
+            for _ in range(runs):
+                iterations += 1
+                wall, result, _ = _pst_run(store, mode_env, tmp, [f"style_transfer.iterations={iterations}"])
+                changed.append((wall, compute_seconds(result["stages"])))
+            row = {"mode": mode, "bare": bare, "cached": median(cached), "cached_x_bare": median(cached) / bare,
+                   "changed_wall": median(w for w, _ in changed), "changed_stages": median(c for _, c in changed),
+                   "changed_overhead": median(w - c for w, c in changed)}
+            row["changed_overhead_x_bare"] = row["changed_overhead"] / bare
+            rows.append(row)
+            print(f"{mode:>9}: cached run {row['cached']:.2f} s = {row['cached_x_bare']:.2f}x bare; "
+                  f"style_transfer.iterations changed: {row['changed_wall']:.2f} s, of which stages "
+                  f"{row['changed_stages']:.2f} s, the rest {row['changed_overhead']:.2f} s = "
+                  f"{row['changed_overhead_x_bare']:.2f}x bare (medians of {runs})", flush=True)
+        store = f"{tmp}/cli-noise"
+        for i in range(noise):  # alternately computing (a new iteration count) and fully cached
+            iterations += i % 2
+            _, _, stderr = _pst_run(store, env, tmp, [f"style_transfer.iterations={iterations}"])
+            noisy += any(word in stderr for word in NOISE)
+        if noise:
+            print(f"{noise} consecutive CLI runs (half computing, half cached, no server configured): "
+                  f"{noisy} printed a traceback or an ERROR line", flush=True)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait()
+    return {"runs": rows, "noise_runs": noise, "noisy": noisy}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -176,7 +245,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--overhead-size", type=int, default=256)
     parser.add_argument("--overhead-iterations", type=int, default=200)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["stages", "overhead", "store"])
+    parser.add_argument("--cli-runs", type=int, default=3, help="repeats of each CLI timing (medians)")
+    parser.add_argument("--noise", type=int, default=0, help="consecutive CLI runs to check for noise")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["stages", "overhead", "store", "cli"])
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.worker:
@@ -195,6 +266,9 @@ def main() -> None:
         if "store" not in args.skip:
             print("== store: a 512 px features entry ==")
             results["store"] = store_speed(tmp)
+        if "cli" not in args.skip:
+            print("== the command line: pst run of a 64 px pair against bare start-up ==")
+            results["cli"] = cli(env, tmp, args.cli_runs, args.noise)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -134,10 +134,16 @@ def stylise(case: Case, config, partitioned: bool, snapshot_every: int):
     else:
         cm, sm, mapping = np.ones_like(case.content_masks[:1]), np.ones_like(case.style_masks[:1]), {0: 0}
     params = params.model_copy(update={"mapping": mapping})
-    extra = {"max_gain": colour.max_gain} if hasattr(colour, "max_gain") else {}  # older code: unbounded
+    method, direction = colour.method, colour.direction
+    extra = {}
+    if hasattr(colour, "max_gain"):  # older code: no bound, no auto
+        from pst_core.color import resolve
+
+        method, direction = resolve(method, direction, config.unnormalize.palette)
+        extra["max_gain"] = colour.max_gain
     if colour.regions:  # one transform per mapped region pair, as the pipeline fits it
         extra.update(content_masks=cm, style_masks=sm, mapping=mapping)
-    content, style, transform = normalize_pair(case.content, case.style, colour.method, colour.direction, **extra)
+    content, style, transform = normalize_pair(case.content, case.style, method, direction, **extra)
     vgg = load_vgg(config.features.weights, config.features.seed)
     snapshots = []
     start = time.perf_counter()
@@ -169,12 +175,15 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
             "gram_other_over_own": round(float(gram), 3)}
 
 
-def time_to_quality(case: Case, timeline) -> float | None:
-    for _, seconds, image in timeline:
+def time_to_quality(case: Case, timeline) -> tuple[int, float] | None:
+    """(Iteration, seconds) when a snapshot at the final scale first meets the structure and noise targets."""
+    for iteration, seconds, image in timeline:
+        if image.shape != case.content.shape:  # a coarser scale: not yet the picture asked for
+            continue
         scores = quality.structure_scores(image, case.content_masks, case.style, case.style_masks, case.mapping)
         if min(scores.values()) >= STRUCTURE_TARGET and quality.noise_ratio(image, case.content, case.style) \
                 <= NOISE_TARGET:
-            return seconds
+            return iteration, seconds
     return None
 
 
@@ -194,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--label", default="", help="a name for this configuration in the output")
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--images", help="folder for content|style|K=1|partitioned strips")
+    parser.add_argument("--no-k1", action="store_true", help="partitioned runs only (for tuning; no K=1 figures)")
     args = parser.parse_args(argv)
     config = build_config(sets=[f"features.weights={args.weights}", *args.set])
     independent = load_vgg("random", 1)
@@ -203,23 +213,31 @@ def main(argv=None) -> int:
     rows = []
     print(f"quality {args.label}: weights={args.weights} {' '.join(args.set)}")
     print(f"{'case':24s} {'px':>4s} {'run':5s} {'structure':>16s} {'min':>6s} {'noise':>6s} {'palette':>13s} "
-          f"{'gram':>5s} {'s':>6s} {'to-q s':>6s}")
+          f"{'gram':>5s} {'s':>6s} {'to-q s@it':>9s}")
     for size in args.sizes:
         for case in cases(size, args.cases):
             outputs = {}
-            for run, partitioned in (("K=1", False), ("part", True)):
+            runs = (("part", True),) if args.no_k1 else (("K=1", False), ("part", True))
+            for run, partitioned in runs:
                 final, styled, style_n, seconds, timeline = stylise(case, config, partitioned, args.snapshot_every)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
-                       "time_to_quality": time_to_quality(case, timeline)}
+                       "time_to_quality": None, "iterations_to_quality": None}
+                reached = time_to_quality(case, timeline)
+                if reached:
+                    row["iterations_to_quality"], row["time_to_quality"] = reached[0], round(reached[1], 1)
                 outputs[run] = final
                 rows.append(row)
-                ttq = "-" if row["time_to_quality"] is None else f"{row['time_to_quality']:.0f}"
+                ttq = "-" if reached is None else f"{reached[1]:.0f}@{reached[0]}"
                 structure = " ".join(f"{v:5.2f}" for v in row["structure"].values())
                 palette = f"{np.mean(row['palette_asked']):5.1f}/{np.mean(row['palette_other']):5.1f}"
                 print(f"{case.name:24s} {size:4d} {run:5s} {structure:>16s} {row['structure_min']:6.2f} "
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
-                      f"{ttq:>6s}", flush=True)
+                      f"{ttq:>9s}", flush=True)
+            if images:
+                save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
+            if args.no_k1:
+                continue
             part, plain = rows[-1], rows[-2]
             gap = min(part["structure"][r] - plain["structure"][r] for r in part["structure"])
             part["above_k1_min"] = round(gap, 3)
@@ -227,8 +245,6 @@ def main(argv=None) -> int:
                                          and part["noise"] <= NOISE_TARGET
                                          and all(a < o for a, o in zip(part["palette_asked"], part["palette_other"])))
             print(f"{'':24s} {'':4s} {'':5s} above K=1 by {gap:.2f}; targets {'met' if part['meets_targets'] else 'NOT met'}")
-            if images:
-                save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs["K=1"])
     met = [r for r in rows if "meets_targets" in r]
     print(f"\n{sum(r['meets_targets'] for r in met)}/{len(met)} partitioned runs meet every target")
     if args.json:

@@ -5,37 +5,99 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from pst_core.errors import PstError
 from pst_core.store import DEFAULT_STORE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-DEMO_SETTINGS = ["features.weights=random", "load.size=256", "style_transfer.iterations=150",
-                 "fuse_segmentation.k=3", "style_transfer.snapshot_every=50"]
+DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.snapshot_every=50"]
 
 
 def _quiet_prefect(verbose: bool) -> None:
     """Must run before prefect is imported: it reads its settings at import."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's temporary server gives up after 20 s by default; a busy machine can take longer to start it.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    progress = logging.getLogger("pst.progress")
-    if not any(isinstance(h, _StderrHandler) for h in progress.handlers):
-        progress.addHandler(_StderrHandler())
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
 
 
-class _StderrHandler(logging.Handler):
-    """Progress lines on whatever sys.stderr is at the time (it may be replaced after set-up)."""
+class _TransferBar:
+    """The style transfer's iterations as a progress bar on stderr (one bar over all its scales: an entry's
+    ``iteration`` counts on across scales, ``of`` them), the scale's size (and tiles, where the memory
+    plan tiles it) and the losses in the postfix."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"  {record.getMessage()}\n")
+    def __init__(self):
+        self.bar = None
+        self.size = None  # the scale the bar shows
+
+    def __call__(self, stage: str, entry: dict) -> None:
+        from tqdm import tqdm
+
+        if stage != "style_transfer":
+            return
+        if self.bar is None or entry["iteration"] < self.bar.n:
+            self.close()
+            self.bar = tqdm(total=entry["of"], desc="style_transfer", unit="it", file=sys.stderr,
+                            dynamic_ncols=True)
+        if self.bar.n and entry["size"] != self.size:  # a new scale: the last one's end is drawn, however fast
+            self.bar.refresh()
+        self.size = entry["size"]
+        losses = ", ".join(f"{k} {entry[k]:.3g}" for k in ("content", "style", "tv") if entry.get(k))
+        height, width = entry["size"]
+        tiled = f" in {entry['tile']} px tiles" if entry.get("tile") else ""
+        if tiled and entry.get("history"):
+            tiled += f", L-BFGS history {entry['history']}"
+        self.bar.set_postfix_str(f"{width}x{height} px{tiled}, loss {entry['total']:.4g} ({losses})", refresh=False)
+        self.bar.update(entry["iteration"] - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def _transfer_bar(enabled: bool):
+    from pst_core.progress import listening
+
+    if not enabled:
+        yield
+        return
+    bar = _TransferBar()
+    try:
+        with listening(bar):
+            yield
+    finally:
+        bar.close()
+
+
+def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str, run_flow, out: str | None = None,
+                 inputs: dict[str, str] | None = None):
+    """Plan every stage's key, then run the flow; or, when the store holds every stage and no Prefect
+    server is configured, finish without Prefect: a temporary server would take longer to start than
+    the whole run (the record, the table and the output are the same)."""
+    from pst_core.runs import finish_run, preflight, public_stages
+    from pst_core.store import ArtifactStore
+
+    from flows.server import api_configured
+
+    started = time.time()
+    store = ArtifactStore(store_url)
+    plan = preflight(store, images, config)
+    if plan.missing or api_configured():
+        return run_flow()
+    outcomes = plan.outcomes({})
+    record = finish_run(store, str(uuid.uuid4()), flow_name, inputs or images, config, plan, outcomes, started,
+                        out=out)
+    final = "unnormalize_key" if plan.final.stage == "unnormalize" else "regions_key"  # as the flows name it
+    return {"run_id": record["run_id"], "output": out, "stages": public_stages(outcomes), final: plan.final.key}
 
 
 def _config(args):
@@ -49,21 +111,29 @@ def _config(args):
 
 
 def cmd_run(args) -> int:
-    from pst_core.runs import preflight
-    from pst_core.store import ArtifactStore
-
-    config = _config(args)
-    preflight(ArtifactStore(args.store), {"content": args.content, "style": args.style}, config)
-    from flows.pipeline import partitioned_style_transfer
-
-    started = time.perf_counter()
-    result = partitioned_style_transfer(args.content, args.style, config=config, store=args.store, out=args.out)
+    result = _run_pair(args)
     if args.json:
         print(json.dumps({"run_id": result["run_id"], "output": result["output"], "stages": result["stages"]}))
-        return 0
-    _print_stages(result["stages"])
-    print(f"\nrun {result['run_id']} finished in {time.perf_counter() - started:.1f} s; output {result['output']}")
     return 0
+
+
+def _run_pair(args) -> dict:
+    """Plan, run what is missing (the pair flow), print the stage table (unless --json); the run's result."""
+    config = _config(args)
+    started = time.perf_counter()
+
+    def run_flow():
+        from flows.pipeline import partitioned_style_transfer
+
+        with _transfer_bar(enabled=not args.json):
+            return partitioned_style_transfer(args.content, args.style, config=config, store=args.store, out=args.out)
+
+    result = _planned_run("partitioned-style-transfer", {"content": args.content, "style": args.style}, config,
+                          args.store, run_flow, args.out)
+    if not args.json:
+        _print_stages(result["stages"])
+        print(f"\nrun {result['run_id']} finished in {time.perf_counter() - started:.1f} s; output {result['output']}")
+    return result
 
 
 def _print_stages(stages: list[dict]) -> None:
@@ -78,7 +148,6 @@ def cmd_segment(args) -> int:
     import numpy as np
 
     from pst_core.imageio import read_image, save_labels
-    from pst_core.runs import preflight
     from pst_core.segmentation_output import regions_at_size
     from pst_core.stages import read_regions
     from pst_core.store import ArtifactStore
@@ -88,10 +157,14 @@ def cmd_segment(args) -> int:
     config = _config(argparse.Namespace(set=[*(args.set or []), f"content.fuse_segmentation.k={args.regions}"],
                                         config=args.config, preset=args.preset))
     store = ArtifactStore(args.store)
-    preflight(store, {"content": args.image}, config)
-    from flows.pipeline import segment_image
 
-    result = segment_image(args.image, config=config, store=args.store)
+    def run_flow():
+        from flows.pipeline import segment_image
+
+        return segment_image(args.image, config=config, store=args.store)
+
+    result = _planned_run("segment-image", {"content": args.image}, config, args.store, run_flow,
+                          inputs={"image": args.image})
     height, width = read_image(args.image, config.params("load", "content").max_pixels).shape[1:]
     soft = regions_at_size(read_regions(store, result["regions_key"]), (height, width))
     save_labels(args.out, soft.argmax(0))
@@ -108,14 +181,70 @@ def cmd_segment(args) -> int:
 
 def cmd_demo(args) -> int:
     out = Path(args.out)
-    ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
-                            out=str(out), store=args.store, set=[*DEMO_SETTINGS, *(args.set or [])],
-                            config=None, preset=None, json=False)
-    print(f"pst demo: {ns.content} styled with {ns.style} (random VGG19 weights, offline)")
-    cmd_run(ns)
-    print(f"\noutput image: {out.resolve()}\nmasks and every intermediate: store {Path(args.store).resolve()} "
+    weights, how = _demo_weights()
+    print(f"pst demo: VGG19 weights: {weights} ({how})")
+    print(f"pst demo: {EXAMPLES / 'content.png'} styled with {EXAMPLES / 'style.png'}, partitioned and, for "
+          "comparison, with K=1 (one region each)")
+    settings = [*DEMO_SETTINGS, *(["features.weights=random"] if weights == "random" else []), *(args.set or [])]
+    preset = "imagenet" if weights == "imagenet" else None
+    runs = {}
+    for name, extra, path in (("partitioned", [], out), ("K=1", ["fuse_segmentation.k=1"], _beside(out, "k1"))):
+        print(f"\n== {name}")
+        ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
+                                out=str(path), store=args.store, set=[*settings, *extra], config=None,
+                                preset=preset, json=False)
+        runs[name] = _run_pair(ns)
+    figure_path = _beside(out, "figure")
+    _demo_figure(args.store, runs["partitioned"], runs["K=1"]).save(figure_path)
+    print(f"\noutput image: {out.resolve()}\nK=1 output: {_beside(out, 'k1').resolve()}"
+          f"\nfigure (content, style, both segmentations, K=1 and partitioned): {figure_path.resolve()}"
+          f"\nmasks and every intermediate: store {Path(args.store).resolve()} "
           "(entries/fuse_segmentation/<key>: arrays regions, labels)")
     return 0
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}_{suffix}{path.suffix}")
+
+
+def _demo_weights() -> tuple[str, str]:
+    """ImageNet weights when the torch cache has them or they can be downloaded, else seeded random ones."""
+    import contextlib
+    import io
+
+    from pst_core.errors import ConfigError
+    from pst_core.vgg import load_vgg
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub announces the download attempt
+            load_vgg("imagenet")
+        return "imagenet", "pretrained, torchvision's IMAGENET1K_V1"
+    except ConfigError:
+        return "random", "pretrained weights are not in the torch cache and cannot be downloaded; seeded random " \
+                         "weights, which the defaults are tuned for"
+
+
+def _demo_figure(store_url: str, partitioned: dict, plain: dict):
+    from pst_core.figure import comparison_figure
+    from pst_core.stages import output_image, read_regions
+    from pst_core.store import ArtifactStore
+
+    store = ArtifactStore(store_url)
+
+    def key(run, stage, image):
+        return next(s["key"] for s in run["stages"] if s["stage"] == stage and s["image"] == image)
+
+    def loaded(side):
+        return store.open("load", key(partitioned, "load", side)).array("image")
+
+    transfer = store.open("style_transfer", key(partitioned, "style_transfer", "pair"))
+    mapping = {int(c): s for c, s in transfer.attrs["mapping"].items()}
+    content, style = loaded("content"), loaded("style")
+    return comparison_figure(content, style,
+                             read_regions(store, key(partitioned, "fuse_segmentation", "content"), content.shape[1:]),
+                             read_regions(store, key(partitioned, "fuse_segmentation", "style"), style.shape[1:]), mapping,
+                             output_image(store, plain["unnormalize_key"]),
+                             output_image(store, partitioned["unnormalize_key"]))
 
 
 def cmd_dataset(args) -> int:
@@ -131,16 +260,13 @@ def cmd_dataset(args) -> int:
     runner = make_task_runner(args.task_runner, args.concurrency, args.dask_address)
     result = dataset.with_options(task_runner=runner)(
         manifest=args.manifest, out_dir=args.out_dir, content_dir=args.content_dir, styles=args.style,
-        config=config, store=args.store, progress_bar=not args.json)
-    rows = result["results"]
+        config=config, store=args.store, progress_bar=not args.json, window=max(16, 4 * args.concurrency))
     if args.json:
-        print(json.dumps({"run_id": result["run_id"], "results": rows}, default=str))
+        print(json.dumps({k: result[k] for k in ("run_id", "results", "ok", "failed", "failed_rows")}, default=str))
     else:
-        for row in rows:
-            if row["status"] != "ok":
-                print(f"row {row['row']}: failed: {row['error']}")
-        ok = sum(r["status"] == "ok" for r in rows)
-        print(f"{ok} ok, {len(rows) - ok} failed; results in {Path(args.out_dir) / 'results.csv'}")
+        for row in result["failed_rows"]:
+            print(f"row {row['row']}: failed: {row['error']}")
+        print(f"{result['ok']} ok, {result['failed']} failed; results in {result['results']}")
     return 0
 
 
@@ -192,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set a parameter (repeatable); content.|style. prefixes set one side only")
         p.add_argument("--config", help="YAML or JSON file of {stage: {param: value}}")
         p.add_argument("--preset", help="named settings under everything else: 'seed' (the original system's "
-                                        "segmentation) or 'default'")
+                                        "segmentation), 'imagenet' (pretrained weights, classic transfer "
+                                        "settings) or 'default'")
 
     run = sub.add_parser("run", help="stylise one content image with one style image")
     run.add_argument("content")
@@ -231,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--store", help="the store every worker writes to (sets the Prefect variable pst_store)")
     dep.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="default parameters")
     dep.add_argument("--config", help="default parameters from a YAML or JSON file")
-    dep.add_argument("--preset", help="named default settings ('seed' or 'default')")
+    dep.add_argument("--preset", help="named default settings ('seed', 'imagenet' or 'default')")
     dep.set_defaults(func=cmd_deploy)
 
     srv = sub.add_parser("serve", help="serve both flows from this process (no work pool needed)")

@@ -1,14 +1,21 @@
-"""The dataset flow: a manifest of content/style pairs, mapped over the single-pair stages.
+"""The dataset flow: a manifest of content/style pairs, streamed through a bounded window of rows.
 
-Work is shared, never repeated: an image used by many rows (a style across a dataset) is loaded,
-featurised and segmented by one set of task runs whose futures every row reuses, and rows that
-share upstream stages share their store entries. A bad row is recorded as failed with its one-line
-reason; the others finish. Rerunning finds every finished stage in the store and computes nothing.
+Rows are planned one at a time, as ``pst run`` plans a pair (``pst_core.plan``: every stage's key,
+looked up in the store). A row whose entries are all in the store finishes at once, with no task
+run. Otherwise what it lacks runs as task runs of whole lists of stages: one per image side that no
+row in flight is already computing (so a style shared by many rows is segmented once), then one for
+the row's pair stages. Whole lists rather than one task run per stage: at thousands of pairs, a task
+run per stage costs more bookkeeping than the stages' compute, and floods a temporary Prefect
+server's event queue (it drops task run events). At most ``window`` rows are in flight; as each one
+finishes, its output is written and its result appended to ``results.csv`` and the run's record in
+the store. Memory therefore stays flat in the number of rows, and a killed run keeps every row it
+finished: rerunning it finds their entries in the store and computes only what is missing.
+A bad row never stops the run: it is recorded as failed with its one-line reason.
 """
 
 from __future__ import annotations
 
-import json
+import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,99 +26,185 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, as_completed
 
 import tasks.stages as t
-from pst_core import stages
-from pst_core.config import SIDED_STAGES, PipelineConfig, build_config
-from pst_core.errors import PstError
-from pst_core.imageio import save_image
+from pst_core.config import PipelineConfig, build_config
+from pst_core.errors import PstError, describe_error
+from pst_core.imageio import image_source, save_image
 from pst_core.manifest import Row, product_rows, read_manifest
-from pst_core.runs import check_inputs, run_record
+from pst_core.plan import Plan, StageOutcome, Step
+from pst_core.runs import plan_run, run_record
+from pst_core.stages import output_image
 from pst_core.store import ArtifactStore
 
 from .deployments import resolve_store
-from .pipeline import SideFutures, collect, current_run_id, normalise_colours, segment_side
+from .pipeline import current_run_id
+from .server import settle
 
 RESULT_COLUMNS = ["row", "content", "style", "status", "output", "computed", "cached", "seconds", "error"]
 
 
 @dataclass
-class RowPlan:
+class RowRun:
     row: Row
-    futures: list[PrefectFuture] = field(default_factory=list)  # the stages this row was first to need
-    final: PrefectFuture | None = None
+    plan: Plan | None = None
+    needs: list[PrefectFuture] = field(default_factory=list)  # the task runs computing what it lacks
+    own: list[PrefectFuture] = field(default_factory=list)  # those it submitted itself (its computed stages)
+    waiting: set[PrefectFuture] = field(default_factory=set)  # those not finished yet
     error: str | None = None
     started: float = field(default_factory=time.time)
 
 
-class Planner:
-    """Submits each row's stages, reusing the futures of any identical side already submitted."""
+class Window:
+    """Submits rows' missing stages, each once however many rows need it, and keeps at most ``size``
+    rows in flight."""
 
-    def __init__(self, store: str):
-        self.store = store
-        self.sides: dict[tuple, SideFutures] = {}
-        self.checked: dict[tuple, str] = {}  # (image, side settings) -> device
+    def __init__(self, store: str, size: int):
+        self.store, self.size = store, size
+        self.in_flight: dict[tuple[str, str], PrefectFuture] = {}  # step id -> the task run computing it
+        self.computes: dict[PrefectFuture, list[tuple[str, str]]] = {}
+        self.rows: list[RowRun] = []
+        self.submitted = self.finished = 0  # task runs, and those that reached a final state
 
-    def side(self, path: str, side: str, config: PipelineConfig, device: str, plan: RowPlan) -> SideFutures:
-        params = {stage: config.params(stage, side).model_dump(mode="json") for stage in SIDED_STAGES}
-        memo = (path, side, json.dumps(params, sort_keys=True))
-        if memo not in self.sides:
-            self.sides[memo] = segment_side(self.store, path, side, config, device)
-            plan.futures += self.sides[memo].all
-        return self.sides[memo]
+    def submit(self, run: RowRun) -> None:
+        """Submit what the row lacks and no row in flight computes: each side, then the pair."""
+        missing = run.plan.missing
+        for group, label in ((run.row.content, "content"), (run.row.style, "style"), (None, "pair")):
+            side = None if group is None else label
+            todo = [s for s in missing if s.side == side and s.id not in self.in_flight]
+            if todo:
+                name = f"row {run.row.row}" if side is None else f"{label} {Path(group).name}"
+                upstream = {self.in_flight[need] for s in todo for need in s.needs if need in self.in_flight}
+                future = t.stage_list.submit(self.store, todo, name, run.plan.device, wait_for=list(upstream))
+                self.submitted += 1
+                self.computes[future] = [s.id for s in todo]
+                self.in_flight.update({s.id: future for s in todo})
+                run.own.append(future)
+        run.needs = list({self.in_flight[s.id]: None for s in missing})
+        run.waiting = set(run.needs)
+        self.rows.append(run)
 
-    def submit(self, plan: RowPlan, base: PipelineConfig) -> None:
-        row = plan.row
-        config = build_config(base.model_dump(mode="json"), row.sets) if row.sets else base
-        device = self._check(row, config)
-        c = self.side(row.content, "content", config, device, plan)
-        s = self.side(row.style, "style", config, device, plan)
-        normalised = normalise_colours(self.store, c, s, config)
-        styled = t.style_transfer.submit(self.store, normalised, c.regions, s.regions, config.style_transfer,
-                                         config.params("features", "content"), device)
-        plan.final = t.unnormalize.submit(self.store, styled, normalised, config.unnormalize)
-        plan.futures += [normalised, styled, plan.final]
+    def full(self) -> bool:
+        return len(self.rows) >= self.size
 
-    def _check(self, row: Row, config: PipelineConfig) -> str:
-        """Decode each image once and load each weights once, however many rows use them."""
-        device = ""
-        for path, side in ((row.content, "content"), (row.style, "style")):
-            # Everything check_inputs reads: the image, weights, label images, the mapping's regions.
-            memo = (path, side, config.params("load", side).max_pixels,
-                    config.params("features", side).model_dump_json(),
-                    *(config.params("fuse_segmentation", s).model_dump_json() for s in ("content", "style")),
-                    json.dumps(config.style_transfer.model_dump(mode="json", include={"mapping", "regions"}),
-                               sort_keys=True), config.device)
-            if memo not in self.checked:
-                self.checked[memo] = check_inputs({side: path}, config)
-            device = self.checked[memo]
-        return device
+    def next_finished(self) -> list[RowRun]:
+        """Wait until some row in flight has all it waits for; take those rows out of the window."""
+        for done in as_completed([f for run in self.rows for f in run.waiting]):
+            done.wait()
+            self.finished += done.state.is_final()
+            for run in self.rows:
+                run.waiting.discard(done)
+            for step_id in self.computes.pop(done, []):  # its entries are in the store now (or it failed)
+                if self.in_flight.get(step_id) is done:
+                    del self.in_flight[step_id]
+            finished = [run for run in self.rows if not run.waiting]
+            if finished:
+                self.rows = [run for run in self.rows if run.waiting]
+                return finished
+        return []
 
 
-def _finish_row(plan: RowPlan, artifact_store: ArtifactStore) -> dict:
-    row = plan.row
+def finish_row(run: RowRun, store: ArtifactStore) -> dict:
+    """A row's result, and its output image if every stage it needs is done. Stages other rows computed
+    for it count as cached here."""
+    row = run.row
     result = {"row": row.row, "content": row.content, "style": row.style, "status": "failed", "output": None,
-              "computed": 0, "cached": 0, "seconds": 0.0, "error": plan.error, "stages": []}
-    if plan.error is None:
-        outcomes, error = collect(plan.futures)
+              "computed": 0, "cached": 0, "seconds": 0.0, "error": run.error, "stages": []}
+    if run.plan is not None:
+        ran: dict[tuple[str, str], StageOutcome] = {}
+        error = None
+        for future in run.needs:
+            if future.state.is_completed():
+                if future in run.own:
+                    ran.update({(o.stage, o.key): o for o in future.result()})
+            elif error is None:
+                error = _task_error(future)
+        outcomes = run.plan.outcomes(ran, reused=error is None)
         result["computed"] = sum(not o.cached for o in outcomes)
         result["cached"] = sum(o.cached for o in outcomes)
         result["stages"] = [o.record() for o in outcomes]
-        if error is not None:
-            result["error"] = str(error) if isinstance(error, PstError) else f"{type(error).__name__}: {error}"
-        elif plan.final is not None and plan.final.state.is_completed():
-            save_image(row.out, stages.output_image(artifact_store, plan.final.result().key))
+        if error is None:
+            write_output(store, run.plan, row.out)
             result.update(status="ok", output=row.out)
         else:
-            result["error"] = "an upstream stage failed"
-    result["seconds"] = round(time.time() - plan.started, 3)
+            result["error"] = error
+    result["seconds"] = round(time.time() - run.started, 3)
     return result
+
+
+def write_output(store: ArtifactStore, plan: Plan, path: str) -> None:
+    """The row's output image, unless the file there already shows this entry (a rerun, a resumed run)."""
+    source = f"{plan.final.stage}/{plan.final.key}"
+    if image_source(path) != source:
+        save_image(path, output_image(store, plan.final.key), source)
+
+
+def _task_error(future: PrefectFuture) -> str:
+    if not future.state.is_failed():
+        return "an upstream stage failed"
+    try:
+        future.result()
+    except BaseException as exc:  # the task's own exception, re-raised by Prefect
+        return describe_error(exc)
+    return "failed"
+
+
+class Results:
+    """Rows as they finish: appended to ``out_dir/results.csv`` at once, and to the run's record in the
+    store (in parts, every ``every`` seconds); the Prefect progress artifact every ``report_every``
+    seconds (each update is a request to the server); the sorted table (CSV, Parquet) at the end."""
+
+    def __init__(self, out_dir: str, store: ArtifactStore, run_id: str, total: int, bar: bool, every: float = 1.0,
+                 report_every: float = 10.0):
+        self.folder = Path(out_dir)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.csv_file = open(self.folder / "results.csv", "w", newline="")
+        self.csv = csv.DictWriter(self.csv_file, RESULT_COLUMNS, extrasaction="ignore")
+        self.csv.writeheader()
+        self.store, self.run_id, self.total, self.every, self.report_every = store, run_id, total, every, report_every
+        self.pending: list[dict] = []
+        self.parts = self.done = 0
+        self.flushed = self.reported = time.monotonic()
+        self.progress = create_progress_artifact(0.0, description=f"pst dataset: {total} pairs")
+        self.bar = _progress_bar(total) if bar else None
+
+    def add(self, result: dict) -> None:
+        self.csv.writerow(result)
+        self.csv_file.flush()
+        self.pending.append(result)
+        self.done += 1
+        if self.bar:
+            self.bar.update(1)
+        if time.monotonic() - self.flushed >= self.every:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        if self.pending:
+            self.store.write_run_rows(self.run_id, self.parts, self.pending)
+            self.parts += 1
+            self.pending = []
+        self.flushed = time.monotonic()
+        if final or self.flushed - self.reported >= self.report_every:
+            update_progress_artifact(self.progress, 100.0 * self.done / max(1, self.total))
+            self.reported = self.flushed
+
+    def close(self) -> pd.DataFrame:
+        self.flush(final=True)
+        self.csv_file.close()
+        if self.bar:
+            self.bar.close()
+        text = {c: str for c in ("content", "style", "status", "output", "error")}
+        table = pd.read_csv(self.folder / "results.csv", dtype=text).sort_values("row", ignore_index=True)
+        table.to_parquet(self.folder / "results.parquet", index=False)
+        table.to_csv(self.folder / "results.csv", index=False)
+        return table
 
 
 @flow(name="pst-dataset", log_prints=True)
 def dataset(manifest: str | None = None, out_dir: str = "out/dataset", content_dir: str | None = None,
             styles: list[str] | None = None, config: PipelineConfig = PipelineConfig(),
-            store: str | None = None, progress_bar: bool = False) -> dict:
+            store: str | None = None, progress_bar: bool = False, window: int = 16) -> dict:
     """Run every pair of a manifest (CSV/Parquet: content, style[, out][, stage.param ...]) or of
-    ``content_dir`` x ``styles``; write outputs under ``out_dir`` and a results table."""
+    ``content_dir`` x ``styles``; write outputs under ``out_dir`` and a results table. ``window``: rows
+    in flight at most."""
     started = time.time()
     if manifest:
         rows = read_manifest(manifest, out_dir)
@@ -122,51 +215,47 @@ def dataset(manifest: str | None = None, out_dir: str = "out/dataset", content_d
     store = resolve_store(store)
     artifact_store = ArtifactStore(store)
     artifact_store.check()
-    planner = Planner(store)
-    plans = [RowPlan(row) for row in rows]
-    for plan in plans:
-        try:
-            planner.submit(plan, config)
-        except PstError as exc:
-            plan.error = str(exc)
-
-    progress_id = create_progress_artifact(0.0, description=f"pst dataset: {len(plans)} pairs")
-    bar = _progress_bar(len(plans)) if progress_bar else None
-    results = []
-
-    def finished(plan: RowPlan) -> None:
-        results.append(_finish_row(plan, artifact_store))
-        if bar:
-            bar.update(1)
-        update_progress_artifact(progress_id, 100.0 * len(results) / len(plans))
-
-    for plan in plans:
-        if plan.final is None:  # refused before any stage was submitted
-            finished(plan)
-    pending = {p.final: p for p in plans if p.final is not None}
-    for done in as_completed(list(pending)):
-        finished(pending[done])
-    if bar:
-        bar.close()
-
-    table = pd.DataFrame(sorted(results, key=lambda r: r["row"]), columns=RESULT_COLUMNS)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    table.to_parquet(Path(out_dir) / "results.parquet", index=False)
-    table.to_csv(Path(out_dir) / "results.csv", index=False)
-    create_table_artifact(table.astype(str).to_dict("records"), key="pst-dataset-results",
-                          description=f"pst dataset: {int((table.status == 'ok').sum())} ok, "
-                                      f"{int((table.status == 'failed').sum())} failed")
     run_id = current_run_id()
-    artifact_store.write_run({**run_record(run_id, "pst-dataset", {"manifest": manifest, "content_dir": content_dir,
-                                                                  "styles": styles}, config, [], started),
-                              "rows": sorted(results, key=lambda r: r["row"]), "out_dir": out_dir})
-    print(f"{int((table.status == 'ok').sum())} ok, {int((table.status == 'failed').sum())} failed; "
-          f"results in {Path(out_dir) / 'results.csv'}")
-    return {"run_id": run_id, "results": table.to_dict("records"), "out_dir": out_dir,
-            "stages": [s for r in results for s in r["stages"]]}
+    inputs = {"manifest": manifest, "content_dir": content_dir, "styles": styles}
+    record = {**run_record(run_id, "pst-dataset", inputs, config, [], started, status="running"), "out_dir": out_dir,
+              "rows": len(rows)}
+    artifact_store.write_run(record)  # a killed run leaves its record, and the rows it finished
+    results = Results(out_dir, artifact_store, run_id, len(rows), progress_bar)
+    flight = Window(store, max(1, window))
+
+    try:
+        for row in rows:
+            run = RowRun(row)
+            try:
+                row_config = build_config(config.model_dump(mode="json"), row.sets) if row.sets else config
+                run.plan = plan_run(artifact_store, {"content": row.content, "style": row.style}, row_config)
+            except PstError as exc:
+                run.error = str(exc)
+            if run.plan is None or not run.plan.missing:
+                results.add(finish_row(run, artifact_store))
+                continue
+            flight.submit(run)
+            while flight.full():
+                for done in flight.next_finished():
+                    results.add(finish_row(done, artifact_store))
+        while flight.rows:
+            for done in flight.next_finished():
+                results.add(finish_row(done, artifact_store))
+    finally:
+        settle(flight.submitted, flight.finished)
+    table = results.close()
+    ok, failed = int((table.status == "ok").sum()), int((table.status == "failed").sum())
+    create_table_artifact(table.astype(str).to_dict("records"), key="pst-dataset-results",
+                          description=f"pst dataset: {ok} ok, {failed} failed")
+    artifact_store.write_run({**record, **run_record(run_id, "pst-dataset", inputs, config, [], started),
+                              "ok": ok, "failed": failed})
+    print(f"{ok} ok, {failed} failed; results in {Path(out_dir) / 'results.csv'}")
+    failures = table[table.status == "failed"]
+    return {"run_id": run_id, "out_dir": out_dir, "results": str(Path(out_dir) / "results.csv"), "ok": ok,
+            "failed": failed, "failed_rows": failures[["row", "error"]].to_dict("records")}
 
 
 def _progress_bar(total: int):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="pair", desc="pst dataset")
+    return tqdm(total=total, unit="pair", desc="pst dataset", smoothing=0.05)

@@ -1,92 +1,66 @@
-"""The single-pair flow, read as the pipeline diagram:
+"""The single-pair flow and the segmentation flow: plan from keys, then run only what is missing.
 
-    content ─ load ─┬─ features ─ cluster_layer* ─ backprop_clusters* ─ fuse_segmentation ─┐
-                    └─────────────┐                                                        │
-                                  ├─ color_normalize ─ style_transfer ─ unnormalize ─ out  │
-                    ┌─────────────┘                                                        │
-    style ── load ──┴─ features ─ cluster_layer* ─ backprop_clusters* ─ fuse_segmentation ─┘
+The stage graph lives in ``pst_core.plan``. A flow plans every stage's key before anything runs
+(``pst_core.runs.preflight``), submits one task run per stage the store lacks, each after the task
+runs of the stages it reads, and reports the others as cached: one ``reused`` task run stands for
+them in the Prefect UI, and the run's summary artifact lists every stage, cached or computed.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 
 from prefect import flow
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 
 import tasks.stages as t
-from pst_core import stages
 from pst_core.config import PipelineConfig
-from pst_core.errors import PstError
-from pst_core.imageio import save_image
-from pst_core.runs import preflight, run_record
-from pst_core.stages import StageOutcome
+from pst_core.plan import Plan, StageOutcome
+from pst_core.runs import finish_run, preflight, public_stages
 from pst_core.store import ArtifactStore
 
 from .artifacts import publish_run_summary
 from .deployments import resolve_store
+from .server import settle
 
 
-@dataclass
-class SideFutures:
-    load: PrefectFuture
-    regions: PrefectFuture
-    all: list[PrefectFuture] = field(default_factory=list)
+def run_plan(store: str, plan: Plan) -> tuple[list[StageOutcome], BaseException | None]:
+    """Submit a task run for every missing step, none for the cached ones; wait for them. Returns every
+    step's outcome in report order (steps that could not run left out) and the first error, if any."""
+    futures: dict[tuple[str, str], PrefectFuture] = {}
+    cached = plan.cached
+    reused = t.reused.submit([f"{step.name} {step.key[:12]}" for step in cached]) if cached else None
+    try:
+        for step in plan.missing:
+            upstream = [futures[need] for need in step.needs if need in futures]
+            if reused is not None and any(need in plan.present for need in step.needs):
+                upstream.append(reused)
+            futures[step.id] = t.TASKS[step.stage].submit(store, step, plan.device, wait_for=upstream)
+        ran, error = collect(futures)
+    finally:
+        submitted = [*futures.values(), *([reused] if reused else [])]
+        wait(submitted)
+        settle(len(submitted), sum(f.state.is_final() for f in submitted))
+    return plan.outcomes(ran), error
 
 
-def segment_side(store: str, path: str, side: str, config: PipelineConfig, device: str) -> SideFutures:
-    """load -> features -> cluster_layer per layer -> backprop_clusters per layer -> fuse_segmentation."""
-    loaded = t.load.submit(store, path, config.params("load", side), side)
-    futures = [loaded]
-    # Segmentation works at most at load.segment_size; the transfer carries its masks up.
-    small = stages.segmentation_load(config.params("load", side))
-    if small is not None:
-        futures.append(t.load.submit(store, path, small, side))
-    image = futures[-1]
-    fuse = config.params("fuse_segmentation", side)
-    if fuse.k == 1 or fuse.labels:  # the whole image, or regions drawn by hand: nothing to segment
-        regions = t.fuse_segmentation.submit(store, {}, image, fuse, side)
-        return SideFutures(loaded, regions, [*futures, regions])
-    feats_params = config.params("features", side)
-    cluster = config.params("cluster_layer", side)
-    feats = t.features.submit(store, image, feats_params, side, device)
-    futures.append(feats)
-    indicators = {}
-    for layer in cluster.layers or ["rgb", *feats_params.layers]:
-        clusters = t.cluster_layer.submit(store, layer, image if layer == "rgb" else feats, cluster, side)
-        indicators[layer] = t.backprop_clusters.submit(store, layer, clusters, image,
-                                                       config.params("backprop_clusters", side), feats_params,
-                                                       side, device)
-        futures += [clusters, indicators[layer]]
-    regions = t.fuse_segmentation.submit(store, indicators, image, fuse, side)
-    return SideFutures(loaded, regions, futures + [regions])
-
-
-def normalise_colours(store: str, c: SideFutures, s: SideFutures, config: PipelineConfig) -> PrefectFuture:
-    """color_normalize; region-aware (after both segmentations) when color_normalize.regions is set."""
-    if config.color_normalize.regions:
-        return t.color_normalize.submit(store, c.load, s.load, config.color_normalize, c.regions, s.regions,
-                                        stages.colour_mapping(config.style_transfer.mapping))
-    return t.color_normalize.submit(store, c.load, s.load, config.color_normalize)
-
-
-def collect(futures: list[PrefectFuture]) -> tuple[list[StageOutcome], BaseException | None]:
-    """Wait for every future; return the outcomes that finished and the first error, if any."""
-    wait(futures)
-    outcomes, error = [], None
-    for future in futures:
+def collect(futures: dict) -> tuple[dict, BaseException | None]:
+    """Wait for every future; return the results of those that finished (by their key in ``futures``) and
+    the first error, if any."""
+    wait(list(futures.values()))
+    done, error = {}, None
+    for name, future in futures.items():
         state = future.state
         if state.is_completed():
-            outcomes.append(future.result())
+            done[name] = future.result()
         elif error is None and state.is_failed():
             try:
                 future.result()
             except BaseException as exc:  # the task's own exception, re-raised by Prefect
                 error = exc
-    return outcomes, error
+    return done, error
 
 
 def current_run_id() -> str:
@@ -100,30 +74,16 @@ def partitioned_style_transfer(content: str, style: str, config: PipelineConfig 
     started = time.time()
     store = resolve_store(store)
     artifact_store = ArtifactStore(store)
-    device = preflight(artifact_store, {"content": content, "style": style}, config)
-
-    c = segment_side(store, content, "content", config, device)
-    s = segment_side(store, style, "style", config, device)
-    normalised = normalise_colours(store, c, s, config)
-    styled = t.style_transfer.submit(store, normalised, c.regions, s.regions, config.style_transfer,
-                                     config.params("features", "content"), device)
-    final = t.unnormalize.submit(store, styled, normalised, config.unnormalize)
-    outcomes, error = collect([*c.all, *s.all, normalised, styled, final])
-
-    run_id = current_run_id()
     inputs = {"content": content, "style": style}
-    if error is not None:
-        message = str(error) if isinstance(error, PstError) else f"{type(error).__name__}: {error}"
-        artifact_store.write_run(run_record(run_id, "partitioned-style-transfer", inputs, config, outcomes,
-                                            started, "failed", message))
-        raise error
-    if out:
-        save_image(out, stages.output_image(artifact_store, outcomes[-1].key))
-    record = run_record(run_id, "partitioned-style-transfer", inputs, config, outcomes, started, output=out)
-    artifact_store.write_run(record)
+    plan = preflight(artifact_store, inputs, config)
+    outcomes, error = run_plan(store, plan)
+    record = finish_run(artifact_store, current_run_id(), "partitioned-style-transfer", inputs, config, plan,
+                        outcomes, started, error, out)
     publish_run_summary(record, store)
-    return {"run_id": run_id, "output": out, "unnormalize_key": outcomes[-1].key,
-            "stages": [_public(o) for o in outcomes]}
+    if error is not None:
+        raise error
+    return {"run_id": record["run_id"], "output": out, "unnormalize_key": plan.final.key,
+            "stages": public_stages(outcomes)}
 
 
 @flow(name="segment-image", log_prints=True)
@@ -132,20 +92,11 @@ def segment_image(image: str, config: PipelineConfig = PipelineConfig(), store: 
     started = time.time()
     store = resolve_store(store)
     artifact_store = ArtifactStore(store)
-    device = preflight(artifact_store, {"content": image}, config)
-    side = segment_side(store, image, "content", config, device)
-    outcomes, error = collect(side.all)
-    run_id = current_run_id()
-    if error is not None:
-        artifact_store.write_run(run_record(run_id, "segment-image", {"image": image}, config, outcomes, started,
-                                            "failed", str(error)))
-        raise error
-    record = run_record(run_id, "segment-image", {"image": image}, config, outcomes, started)
-    artifact_store.write_run(record)
+    plan = preflight(artifact_store, {"content": image}, config)
+    outcomes, error = run_plan(store, plan)
+    record = finish_run(artifact_store, current_run_id(), "segment-image", {"image": image}, config, plan, outcomes,
+                        started, error)
     publish_run_summary(record, store)
-    return {"run_id": run_id, "regions_key": outcomes[-1].key, "stages": [_public(o) for o in outcomes]}
-
-
-def _public(outcome: StageOutcome) -> dict:
-    return {"stage": outcome.stage, "image": outcome.side or "pair", "layer": outcome.layer, "key": outcome.key,
-            "status": outcome.status, "seconds": round(outcome.seconds, 4)}
+    if error is not None:
+        raise error
+    return {"run_id": record["run_id"], "regions_key": plan.final.key, "stages": public_stages(outcomes)}

@@ -27,6 +27,13 @@ For ``luminance`` the same rule acts on Y only, and the result always takes the 
 palette=content gives the content's tonal range, palette=style the style's (Gatys et al.'s
 luminance-only transfer is style_to_content + palette=content).
 
+``auto`` (the default method and direction) chooses by the palette asked for. palette=content:
+``luminance`` and style_to_content, Gatys et al.'s colour-preserving transfer: each style region's
+luminance takes its content region's mean (and never loses contrast: max_gain 1), the transfer works
+on luminance, and the result takes the content's chroma, so every region keeps its own colours and
+wears its style region's texture at the style's contrast; nothing is inverted, so nothing is
+amplified. palette=style: ``linear`` and content_to_style, the output keeps the style's colours.
+
 Region-aware variant (masks + mapping given): one transform T_r per region of the moved side,
 fitted with soft-mask weights against the mapped region(s) of the other side, and blended per pixel
 by the masks: y_p = A_p x_p + b_p with A_p = sum_r m_r(p) A_r, b_p = sum_r m_r(p) b_r. The masks
@@ -55,12 +62,14 @@ from .errors import ComputeError, ConfigError
 from .mapping import map_regions
 
 METHODS = ("linear", "cholesky", "pca", "luminance", "none")
+DIRECTIONS = ("content_to_style", "style_to_content")
+AUTO = {"content": ("luminance", "style_to_content"), "style": ("linear", "content_to_style")}
 # The floor of every covariance's eigenvalues (Gatys et al. add 1e-5 to all): a tiny share of the
 # image's own variance, and at least one 8-bit level of standard deviation, so a flat or two-colour
 # image still has a full-rank covariance while every direction above the floor fits exactly.
 EPS = 1e-6
 EPS_FLOOR = (1 / 255) ** 2
-MAX_GAIN = 4.0  # default bound on how much the map (or its inverse) stretches any colour direction
+MAX_GAIN = 1.0  # default bound on how much the map may squeeze any colour direction (1: not at all)
 _MIN_MASS = 1e-6  # fraction of the image below which a region has no statistics
 
 # RGB -> YIQ; only the first row (luminance) is fitted, the chroma rows restore the colour.
@@ -226,6 +235,12 @@ def fit_transform(source: np.ndarray, target: np.ndarray, method: str, side: str
     return ColorTransform(method, side, np.stack(mats), np.stack(mu_src), np.stack(mu_dst),
                           masks=None if source_masks is None else source_masks.astype(np.float32),
                           chroma=chroma)
+
+
+def resolve(method: str, direction: str, palette: str) -> tuple[str, str]:
+    """The method and direction to use: ``auto`` for either takes the choice made for ``palette``."""
+    auto_method, auto_direction = AUTO[palette]
+    return (auto_method if method == "auto" else method), (auto_direction if direction == "auto" else direction)
 
 
 def normalize_pair(content: np.ndarray, style: np.ndarray, method: str, direction: str, *,

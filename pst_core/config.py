@@ -42,20 +42,23 @@ class LoadParams(StageParams):
 
 
 class ColorNormalizeParams(StageParams):
-    method: Literal["linear", "cholesky", "pca", "luminance", "none"] = Field(
-        "linear", description="linear: mean/covariance matched by the symmetric (Monge-Kantorovich) map; cholesky; "
-                              "pca; luminance: luminance only, chroma from the content (Gatys et al.); none"
+    method: Literal["auto", "linear", "cholesky", "pca", "luminance", "none"] = Field(
+        "auto", description="auto: luminance for unnormalize.palette=content, linear for palette=style; linear: "
+                            "mean/covariance matched by the symmetric (Monge-Kantorovich) map; cholesky; pca; "
+                            "luminance: luminance only, chroma from the content (Gatys et al.); none"
     )
-    direction: Literal["content_to_style", "style_to_content"] = Field(
-        "content_to_style", description="Which image is moved to the other's colour statistics"
+    direction: Literal["auto", "content_to_style", "style_to_content"] = Field(
+        "auto", description="Which image is moved to the other's colour statistics; auto: style_to_content for "
+                            "unnormalize.palette=content, content_to_style for palette=style"
     )
     regions: bool = Field(
-        False, description="One transform per mapped region pair (needs both segmentations and a mapping)"
+        True, description="One transform per mapped region pair (each region keeps its own colours); the whole "
+                          "image at once when false"
     )
     max_gain: float = Field(
-        4.0, ge=1, le=1e3, description="The transform squeezes no colour direction by more than this, so its "
-                                       "inverse amplifies nothing more: keeps one- and two-colour styles well "
-                                       "conditioned"
+        1.0, ge=1, le=1e3, description="The most the transform may squeeze any colour direction (and so the most "
+                                       "its inverse amplifies): 1 keeps the style's contrast in flat content "
+                                       "regions, and one- and two-colour styles well conditioned"
     )
 
 
@@ -169,7 +172,7 @@ class StyleTransferParams(StageParams):
                                                                  "as many as at the final scale)")
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
-    snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations (0: none)")
+    snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
     fine_size: int = Field(1024, ge=0, le=65536, description="Scales whose longer side exceeds this run at most "
                                                              "fine_iterations iterations: structure forms at the "
                                                              "coarser scales, these add detail (0: no limit)")

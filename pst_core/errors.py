@@ -29,3 +29,8 @@ class ComputeError(PstError):
 
 class MemoryBudgetError(PstError):
     """A run that would not fit its memory budget, refused before it starts."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a run's record or a dataset row: the message of our own errors, the type of others."""
+    return str(exc) if isinstance(exc, PstError) else " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -34,9 +34,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = 100_000_000, role: str
         raise InputError(f"{name}: cannot be read (permission denied)")
     try:
         with Image.open(file) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise InputError(f"{name}: {width}x{height} has more pixels than load.max_pixels={max_pixels}")
+            check_pixel_count(name, img.size[0], img.size[1], max_pixels)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 img.load()
@@ -48,6 +46,11 @@ def read_image(path: str | os.PathLike, max_pixels: int = 100_000_000, role: str
         raise InputError(f"{name}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: cannot be decoded ({' '.join(str(exc).split())})") from None
+
+
+def check_pixel_count(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(f"{name}: {width}x{height} has more pixels than load.max_pixels={max_pixels}")
 
 
 def _to_rgb_float(img: Image.Image) -> np.ndarray:
@@ -89,14 +92,34 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out.clamp(0, 1).numpy()
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write (3, H, W) float in [0, 1] as an 8-bit image (format from the suffix), atomically."""
+SOURCE_TAG = "pst:source"  # a PNG text chunk: the store entry an output image was written from
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, source: str | None = None) -> None:
+    """Write (3, H, W) float in [0, 1] as an 8-bit image (format from the suffix), atomically. A PNG
+    records ``source`` (the store entry it shows), which ``image_source`` reads back."""
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     pixels = (np.clip(image, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
     tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-    Image.fromarray(pixels).save(tmp, format=Image.registered_extensions().get(file.suffix.lower(), "PNG"))
+    image_format = Image.registered_extensions().get(file.suffix.lower(), "PNG")
+    options = {}
+    if source and image_format == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        options["pnginfo"] = PngInfo()
+        options["pnginfo"].add_text(SOURCE_TAG, source)
+    Image.fromarray(pixels).save(tmp, format=image_format, **options)
     os.replace(tmp, file)
+
+
+def image_source(path: str | os.PathLike) -> str | None:
+    """The store entry an output PNG was written from (``save_image``'s ``source``), if it says."""
+    try:
+        with Image.open(path) as img:
+            return img.info.get(SOURCE_TAG)
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def save_labels(path: str | os.PathLike, labels: np.ndarray) -> None:

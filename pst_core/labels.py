@@ -31,6 +31,10 @@ class LabelImage:
     index: np.ndarray  # (H, W) int64 region of each pixel
     count: int
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.index.shape
+
     def digest(self) -> str:
         """What identifies the regions in a cache key: the label map, not the file's name or colours."""
         digest = hashlib.sha256(f"{self.index.shape}:{self.count}".encode())
@@ -52,8 +56,9 @@ def read_labels(path: str, max_pixels: int, role: str) -> LabelImage:
 
 
 def check_fits(labels: LabelImage, image_shape: tuple[int, int], role: str) -> None:
-    """The label image must cover the image: same aspect ratio (any resolution)."""
-    (h, w), (lh, lw) = image_shape, labels.index.shape
+    """The label image must cover the image: same aspect ratio (any resolution). ``labels``: anything with
+    the label image's ``path`` and ``shape``."""
+    (h, w), (lh, lw) = image_shape, labels.shape
     if abs((lh / lw) / (h / w) - 1) > ASPECT_TOLERANCE:
         raise InputError(f"{role} {labels.path!r}: {lw}x{lh} does not fit the {w}x{h} image "
                          "(a label image needs the image's aspect ratio)")

@@ -68,11 +68,12 @@ def _stage_dirs(store: ArtifactStore) -> list[str]:
     return store.fs.ls(base, detail=False) if store.fs.exists(base) else []
 
 
-def referenced_keys(run: dict) -> set[tuple[str, str]]:
-    stages = list(run.get("stages", []))
-    for row in run.get("rows", []):
-        stages += row.get("stages", [])
-    return {(s["stage"], s["key"]) for s in stages}
+def referenced_keys(store: ArtifactStore, run: dict) -> set[tuple[str, str]]:
+    """The entries a run used: its stages, and a dataset run's rows' (kept beside its record)."""
+    keys = {(s["stage"], s["key"]) for s in run.get("stages", [])}
+    for row in store.run_rows(run["run_id"]):
+        keys |= {(s["stage"], s["key"]) for s in row.get("stages", [])}
+    return keys
 
 
 def collect_garbage(store: ArtifactStore, keep_runs: int | None = None, older_than: _dt.datetime | None = None,
@@ -88,7 +89,7 @@ def collect_garbage(store: ArtifactStore, keep_runs: int | None = None, older_th
         kept |= {r["run_id"] for r in runs if r.get("started", 0) >= cutoff}
     if keep_runs is None and older_than is None:
         kept = {r["run_id"] for r in runs}
-    live = set().union(*(referenced_keys(r) for r in runs if r["run_id"] in kept)) if kept else set()
+    live = set().union(*(referenced_keys(store, r) for r in runs if r["run_id"] in kept)) if kept else set()
     removed = []
     for stage, key, complete in list(store.iter_entries()):
         if (stage, key) not in live:
@@ -99,7 +100,7 @@ def collect_garbage(store: ArtifactStore, keep_runs: int | None = None, older_th
     removed_tmp = 0
     if not dry_run:
         for run_id in dropped:
-            store.fs.rm(f"{store.root}/runs/{run_id}.json")
+            store.remove_run(run_id)
         for path in leftovers(store):
             store.fs.rm(path, recursive=True)
             removed_tmp += 1
@@ -122,6 +123,7 @@ def describe_run(run: dict) -> str:
         name = f"{s['stage']}[{s['layer']}]" if s.get("layer") else s["stage"]
         lines.append(f"  {name:<32} {s.get('side') or 'pair':<8} {s['key'][:12]}  {s['status']:<8} "
                      f"{s['seconds']:7.2f}s  {json.dumps(params, sort_keys=True)}")
-    for row in run.get("rows", []):
-        lines.append(f"  row {row['row']}: {row['status']} {row.get('output') or row.get('error')}")
+    if run.get("flow") == "pst-dataset":
+        lines.append(f"  {run.get('rows', 0)} rows: {run.get('ok', '?')} ok, {run.get('failed', '?')} failed; "
+                     f"results in {run.get('out_dir')}/results.csv")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """The pipeline's stages: each reads its inputs from the store by key, computes, and publishes one entry.
 
 Every stage function has the same shape: build the stage's key from its own parameters and its
-inputs' keys; if the store holds a complete entry under that key, return at once ("cached");
+inputs' keys (with ``pst_core.plan``'s ``*_spec`` functions, which plan a run's keys before it runs);
+if the store holds a complete entry under that key, return at once ("cached");
 otherwise compute, write the entry atomically and return ("computed"). Inputs and outputs are store
 keys, never large arrays, so the same functions run in a thread, a process or a Dask worker.
 """
@@ -10,78 +11,42 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from . import __version__
-from .color import ColorTransform, normalize_pair, restore_palette
+from .color import ColorTransform, normalize_pair, resolve, restore_palette
 from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
                      LoadParams, StyleTransferParams, UnnormalizeParams)
+from .errors import InputError
 from .imageio import pixel_digest, read_image, resize, working_shape
-from .store import ArrayOut, ArtifactStore, key_digest
-from .vgg import load_vgg, strict_cuda_numerics, weights_fingerprint
-
-# Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
-STAGE_VERSIONS = {
-    "load": 1,
-    "color_normalize": 2,  # 2: covariance floor and bounded gain
-    "features": 1,
-    "cluster_layer": 1,
-    "backprop_clusters": 2,
-    "fuse_segmentation": 2,
-    "style_transfer": 3,  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
-    "unnormalize": 1,
-}
-
-Progress = Callable[[str], None]
+from .mapping import map_regions
+from .plan import (STAGE_VERSIONS, KeySpec, MappingNet, StageOutcome, Step, backprop_clusters_spec,  # noqa: F401
+                   cluster_layer_spec, color_normalize_spec, features_spec, fuse_segmentation_spec, load_spec,
+                   stage_key, style_transfer_spec, unnormalize_spec)
+from .progress import report_progress
+from .store import ArrayOut, ArtifactStore
+from .tiles import forward
+from .vgg import load_vgg, strict_cuda_numerics, weights_id
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
-@dataclass
-class StageOutcome:
-    """What a stage hands downstream: where its output lives, and how it got there."""
-
-    stage: str
-    side: str | None
-    key: str
-    status: str  # "computed" | "cached"
-    seconds: float
-    layer: str | None = None
-
-    @property
-    def cached(self) -> bool:
-        return self.status == "cached"
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def stage_key(stage: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
-    return key_digest({"stage": stage, "version": STAGE_VERSIONS[stage], "params": params, "inputs": inputs})
-
-
-def _execute(store: ArtifactStore, stage: str, params: dict[str, Any], inputs: dict[str, str],
-             compute: Callable[[], tuple[dict[str, ArrayOut], dict[str, Any]]],
+def _execute(store: ArtifactStore, spec: KeySpec, compute: Callable[[], tuple[dict[str, ArrayOut], dict[str, Any]]],
              side: str | None = None, layer: str | None = None) -> StageOutcome:
     start = time.perf_counter()
-    key = stage_key(stage, params, inputs)
-    if store.has(stage, key):
-        return StageOutcome(stage, side, key, "cached", time.perf_counter() - start, layer)
+    key = spec.key
+    if store.has(spec.stage, key):
+        return StageOutcome(spec.stage, side, key, "cached", time.perf_counter() - start, layer)
     arrays, extra = compute()
     seconds = time.perf_counter() - start
     attrs = {
-        "stage": stage, "key": key, "params": params, "inputs": inputs, "side": side, "layer": layer,
+        "stage": spec.stage, "key": key, "params": spec.params, "inputs": spec.inputs, "side": side, "layer": layer,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "seconds": seconds,
-        "stage_version": STAGE_VERSIONS[stage], "pst_version": __version__, **extra,
+        "stage_version": STAGE_VERSIONS[spec.stage], "pst_version": __version__, **extra,
     }
-    store.write(stage, key, arrays, attrs)
-    return StageOutcome(stage, side, key, "computed", seconds, layer)
+    store.write(spec.stage, key, arrays, attrs)
+    return StageOutcome(spec.stage, side, key, "computed", seconds, layer)
 
 
 def _tensor(array: np.ndarray, device: str = "cpu") -> torch.Tensor:
@@ -117,50 +82,57 @@ def load(store: ArtifactStore, path: str, params: LoadParams, side: str = "conte
         return ({"image": ArrayOut(image, ("channel", "y", "x"))},
                 {"source": str(path), "source_shape": list(pixels.shape[1:])})
 
-    # segment_size says which load entry segmentation reads, not how this one is computed.
-    return _execute(store, "load", params.model_dump(exclude={"segment_size"}), {"pixels": pixel_digest(pixels)},
-                    compute, side)
-
-
-def segmentation_load(params: LoadParams) -> LoadParams | None:
-    """The load parameters of the smaller image segmentation works on, or None when it works on the
-    working size itself (``load.segment_size`` bounds segmentation's memory and store at any size)."""
-    return params.model_copy(update={"size": params.segment_size}) if params.size > params.segment_size else None
+    return _execute(store, load_spec(params, pixel_digest(pixels)), compute, side)
 
 
 # -- 2. color_normalize ----------------------------------------------------------------------------
 def color_normalize(store: ArtifactStore, content_key: str, style_key: str, params: ColorNormalizeParams,
-                    regions: tuple[str, str] | None = None, mapping: Any = None) -> StageOutcome:
-    """Fit and apply the colour transform. With ``params.regions``, ``regions`` holds the content and
-    style fuse_segmentation keys and ``mapping`` the region mapping (a dict, or "overlap")."""
-    inputs = {"content": content_key, "style": style_key}
-    key_params = params.model_dump()
-    if params.regions:
-        inputs.update(content_regions=regions[0], style_regions=regions[1])
-        key_params["mapping"] = {str(c): s for c, s in mapping.items()} if isinstance(mapping, dict) else mapping
+                    regions: tuple[str, str] | None = None, mapping: Any = None, palette: str = "content",
+                    mapping_net: MappingNet | None = None) -> StageOutcome:
+    """Fit and apply the colour transform (``auto`` method and direction resolved for ``palette``).
+
+    With ``params.regions``, ``regions`` holds the content and style fuse_segmentation keys and
+    ``mapping`` the transfer's mapping (a dict, "overlap" or "auto"). The region pairs are decided
+    here, before the transfer (``auto`` compares the regions' features, through ``mapping_net``, on the
+    globally normalised images), stored in the entry's attrs, and the transfer takes them from there:
+    colours and styles are paired alike."""
+    method, direction = resolve(params.method, params.direction, palette)
+    net_weights = weights_id(mapping_net.weights, store.file_memo) if mapping_net else None
+    spec = color_normalize_spec(params, content_key, style_key, regions, mapping, palette, mapping_net, net_weights)
 
     def compute():
-        masks = {}
-        if params.regions:
-            masks = {"content_masks": read_regions(store, regions[0], _image(store, content_key).shape[1:]),
-                     "style_masks": read_regions(store, regions[1], _image(store, style_key).shape[1:]),
-                     "mapping": mapping}
-        content, style, transform = normalize_pair(_image(store, content_key), _image(store, style_key),
-                                                   params.method, params.direction, max_gain=params.max_gain,
-                                                   **masks)
-        arrays = {"content": ArrayOut(content, ("channel", "y", "x")),
-                  "style": ArrayOut(style, ("channel", "style_y", "style_x")),
-                  **_small_arrays("transform_", transform.to_arrays())}
-        return arrays, {"transform": transform.to_attrs()}
+        content, style = _image(store, content_key), _image(store, style_key)
+        if not params.regions:
+            normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain)
+            return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs()}
+        masks = read_regions(store, regions[0], content.shape[1:]), read_regions(store, regions[1], style.shape[1:])
+        pairs = mapping
+        if mapping == "auto":
+            pairs = _auto_mapping(content, style, *masks, method, direction, params.max_gain, mapping_net)
+        normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain,
+                                    content_masks=masks[0], style_masks=masks[1], mapping=pairs)
+        pairs = map_regions(masks[0], masks[1], pairs)  # overlap and partial dicts, filled in
+        return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs(),
+                                                 "mapping": {str(c): t for c, t in pairs.items()}}
 
-    return _execute(store, "color_normalize", key_params, inputs, compute)
+    return _execute(store, spec, compute)
 
 
-def colour_mapping(mapping: Any) -> Any:
-    """The mapping a region-aware colour transform uses: the transfer's, where it is known before the
-    transfer (explicit or overlap); ``auto`` compares features of the normalised images, so colour uses
-    ``overlap`` then."""
-    return mapping if isinstance(mapping, dict) else "overlap"
+def _normalised_arrays(content: np.ndarray, style: np.ndarray, transform: ColorTransform) -> dict[str, ArrayOut]:
+    return {"content": ArrayOut(content, ("channel", "y", "x")),
+            "style": ArrayOut(style, ("channel", "style_y", "style_x")),
+            **_small_arrays("transform_", transform.to_arrays())}
+
+
+def _auto_mapping(content, style, content_masks, style_masks, method, direction, max_gain, net: MappingNet):
+    """mapping=auto, decided on the globally normalised images (so colour differences do not decide it)."""
+    if len(style_masks) == 1:
+        return {c: 0 for c in range(len(content_masks))}
+    content_n, style_n, _ = normalize_pair(content, style, method, direction, max_gain=max_gain)
+    vgg = load_vgg(net.weights, net.seed).with_pooling(net.pooling)
+    # In tiles at large sizes: the same activations, within bounded memory.
+    features = [forward(vgg, _tensor(image)[None], [net.layer])[net.layer][0] for image in (content_n, style_n)]
+    return map_regions(content_masks, style_masks, "auto", content_features=features[0], style_features=features[1])
 
 
 def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:
@@ -169,13 +141,6 @@ def read_transform(store: ArtifactStore, color_key: str) -> ColorTransform:
 
 
 # -- 3. features -----------------------------------------------------------------------------------
-def _features_key_params(params: FeaturesParams) -> dict[str, Any]:
-    key = {"weights": weights_fingerprint(params.weights), "layers": params.layers}
-    if params.weights == "random":
-        key["seed"] = params.seed
-    return key
-
-
 def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side: str = "content",
              device: str = "cpu") -> StageOutcome:
     def compute():
@@ -191,14 +156,11 @@ def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side:
             arrays[layer] = ArrayOut(data, (f"{layer}_channel", f"{layer}_y", f"{layer}_x"))
         return arrays, {"weights_source": params.weights, "device": device}
 
-    return _execute(store, "features", _features_key_params(params), {"image": image_key}, compute, side)
+    return _execute(store, features_spec(params, image_key, weights_id(params.weights, store.file_memo)), compute,
+                    side)
 
 
 # -- 4. cluster_layer ------------------------------------------------------------------------------
-def _cluster_key_params(params: ClusterLayerParams | FuseParams, layer: str) -> dict[str, Any]:
-    return {**params.model_dump(exclude={"layers"}), "layer": layer}
-
-
 def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: ClusterLayerParams,
                   side: str = "content") -> StageOutcome:
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
@@ -220,8 +182,7 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
                   **_small_arrays("head_", head.to_arrays())}
         return arrays, {}
 
-    return _execute(store, "cluster_layer", _cluster_key_params(params, layer), {"source": source_key},
-                    compute, side, layer)
+    return _execute(store, cluster_layer_spec(params, layer, source_key), compute, side, layer)
 
 
 # -- 5. backprop_clusters --------------------------------------------------------------------------
@@ -243,8 +204,7 @@ def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_
                                          method=params.method, blur=params.blur, features=stored)
         return {"indicators": ArrayOut(indicators.detach().cpu().numpy(), ("cluster", "y", "x"))}, {"device": device}
 
-    return _execute(store, "backprop_clusters", {**params.model_dump(), "layer": layer},
-                    {"clusters": cluster_key, "image": image_key}, compute, side, layer)
+    return _execute(store, backprop_clusters_spec(params, layer, cluster_key, image_key), compute, side, layer)
 
 
 # -- 6. fuse_segmentation --------------------------------------------------------------------------
@@ -272,11 +232,7 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
             image=_tensor(_image(store, image_key)), colour_weight=params.colour_weight)
         return {**_regions_arrays(regions.detach().numpy()), **_small_arrays("head_", head.to_arrays())}, {}
 
-    inputs = {"image": image_key}
-    if params.k > 1:
-        inputs.update({f"indicators:{k}": v for k, v in indicator_keys.items()})
-    key_params = {"k": 1} if params.k == 1 else params.model_dump()
-    return _execute(store, "fuse_segmentation", key_params, inputs, compute, side)
+    return _execute(store, fuse_segmentation_spec(params, indicator_keys, image_key), compute, side)
 
 
 def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: str) -> StageOutcome:
@@ -291,8 +247,7 @@ def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: 
         regions = label_masks(labels, loaded.array("image").shape[1:])
         return _regions_arrays(regions), {"labels_source": str(path)}
 
-    # Keyed by the label map itself: renaming the file re-runs nothing, redrawing it re-runs the transfer.
-    return _execute(store, "fuse_segmentation", {"labels": labels.digest()}, {"image": image_key}, compute, side)
+    return _execute(store, fuse_segmentation_spec(FuseParams(), {}, image_key, labels.digest()), compute, side)
 
 
 def _regions_arrays(regions: np.ndarray) -> dict[str, ArrayOut]:
@@ -312,16 +267,27 @@ def read_regions(store: ArtifactStore, fuse_key: str, shape: tuple[int, int] | N
 # -- 7. style_transfer -----------------------------------------------------------------------------
 def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: str, style_regions_key: str,
                    params: StyleTransferParams, features_params: FeaturesParams, device: str = "cpu",
-                   progress: Progress = _quiet) -> StageOutcome:
+                   progress: Callable[[dict], None] | None = None) -> StageOutcome:
+    """``progress(entry)`` each iteration (``pst_core.style.transfer``'s entries: scale, iteration, of, and
+    the losses); this process's progress listeners (``pst_core.progress``) get the same entries."""
     from .style import transfer
+
+    def report(entry: dict) -> None:
+        report_progress("style_transfer", entry)
+        if progress:
+            progress(entry)
 
     def compute():
         normalised = store.open("color_normalize", color_key)
         net = load_vgg(features_params.weights, features_params.seed, device)
         snapshots: list[tuple[int, np.ndarray]] = []
+        # A region-aware colour stage decided the region pairs: style them as they were coloured.
+        pairs = normalised.attrs.get("mapping")
+        run_params = params if pairs is None else params.model_copy(
+            update={"mapping": {int(c): t for c, t in pairs.items()}})
         result = transfer(normalised.array("content"), normalised.array("style"),
                           read_regions(store, content_regions_key), read_regions(store, style_regions_key),
-                          net, params, device=device, progress=_progress_printer(params, progress),
+                          net, run_params, device=device, progress=report,
                           snapshot=lambda it, img: snapshots.append((it, img)))
         arrays = {"image": ArrayOut(result.image, ("channel", "y", "x"))}
         if result.snapshots:
@@ -333,30 +299,8 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
             arrays[f"loss_{column}"] = ArrayOut(np.asarray(values, np.float64), ("iteration",))
         return arrays, {"mapping": {str(c): s for c, s in result.mapping.items()}, "device": device}
 
-    inputs = {"normalised": color_key, "content_regions": content_regions_key, "style_regions": style_regions_key}
-    return _execute(store, "style_transfer", params.model_dump(mode="json"), inputs, compute)
-
-
-def _progress_printer(params: StyleTransferParams, progress: Progress) -> Callable[[dict], None]:
-    every = max(1, params.iterations // 10)
-    last = {"time": time.perf_counter(), "iteration": 0, "scale": None}
-
-    def report(step: dict) -> None:
-        iteration = step.get("iteration", 0)
-        if step.get("tile") and step.get("scale") != last["scale"]:  # how a tiled scale runs, once
-            h, w = step["size"]
-            progress(f"style_transfer scale {step['scale']} {w}x{h}: {step['tile']} px tiles, "
-                     f"L-BFGS history {step.get('history')}")
-        last["scale"] = step.get("scale")
-        if iteration % every == 0:
-            now = time.perf_counter()
-            rate = (now - last["time"]) / max(1, iteration - last["iteration"])
-            last.update(time=now, iteration=iteration)
-            losses = " ".join(f"{k}={step[k]:.4g}" for k in ("total", "content", "style") if k in step)
-            progress(f"style_transfer scale {step.get('scale', 0)} iteration {iteration}/{step.get('of', '?')}: {losses} "
-                     f"({rate:.2f} s/it)")
-
-    return report
+    spec = style_transfer_spec(params, color_key, content_regions_key, style_regions_key)
+    return _execute(store, spec, compute)
 
 
 # -- 8. unnormalize --------------------------------------------------------------------------------
@@ -366,9 +310,39 @@ def unnormalize(store: ArtifactStore, styled_key: str, color_key: str, params: U
         final = restore_palette(styled, read_transform(store, color_key), params.palette)
         return {"image": ArrayOut(final.astype(np.float32), ("channel", "y", "x"))}, {}
 
-    return _execute(store, "unnormalize", params.model_dump(), {"styled": styled_key, "normalised": color_key},
-                    compute)
+    return _execute(store, unnormalize_spec(params, styled_key, color_key), compute)
 
 
 def output_image(store: ArtifactStore, unnormalize_key: str) -> np.ndarray:
     return store.open("unnormalize", unnormalize_key).array("image")
+
+
+# -- a planned step --------------------------------------------------------------------------------
+STAGES: dict[str, Callable[..., StageOutcome]] = {
+    "load": load, "color_normalize": color_normalize, "features": features, "cluster_layer": cluster_layer,
+    "backprop_clusters": backprop_clusters, "fuse_segmentation": fuse_segmentation,
+    "style_transfer": style_transfer, "unnormalize": unnormalize,
+}
+ON_DEVICE = ("features", "backprop_clusters", "style_transfer")
+
+
+def run_step(store: ArtifactStore, step: Step, device: str = "cpu",
+             progress: Callable[[dict], None] | None = None) -> StageOutcome:
+    """Run one planned step (``pst_core.plan``). Its key must come out as planned: if it does not, an input
+    changed after the run was planned (an image file rewritten), and what is downstream would read
+    entries that do not exist."""
+    kwargs = dict(step.args)
+    if step.stage in ON_DEVICE:
+        kwargs["device"] = device
+    if step.stage == "style_transfer" and progress:
+        kwargs["progress"] = progress
+    outcome = STAGES[step.stage](store, **kwargs)
+    if outcome.key != step.key:
+        where = f" ({step.args['path']})" if step.stage == "load" else ""
+        raise InputError(f"{step.name}{where}: its input changed while the run was planned; run it again")
+    return outcome
+
+
+def run_steps(store: ArtifactStore, steps: list[Step], device: str = "cpu") -> list[StageOutcome]:
+    """Run planned steps one after the other (each reads entries the ones before it wrote)."""
+    return [run_step(store, step, device) for step in steps]

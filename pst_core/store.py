@@ -6,6 +6,9 @@ Layout under the store root (a local folder or any fsspec URL such as ``s3://buc
                                       attribute ``complete`` (array checksums) is written last
     entries/<stage>/.tmp/<key>-<pid>-<id>/  local disks: an entry being written, renamed into place when done
     runs/<run_id>.json                one record per flow run
+    runs/<run_id>.rows/<part>.jsonl   a dataset run's rows, written as they finish
+    memo/<kind>/<id>.json             facts about input files (an image's pixel digest and size), by the
+                                      file's identity: path, size, modification and change times, inode
 
 A reader trusts an entry only when its ``complete`` attribute exists. On a local disk the whole entry is written
 under ``.tmp`` and renamed into place (atomic), so a crash leaves nothing under the final name; on an
@@ -22,7 +25,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 import numpy as np
@@ -129,10 +132,18 @@ class ArtifactStore:
 
     def _complete(self, path: str) -> bool:
         try:
-            meta = json.loads(self.fs.cat(f"{path}/zarr.json"))
-        except (FileNotFoundError, ValueError):
+            return _has_marker(self.fs.cat(f"{path}/zarr.json"))
+        except FileNotFoundError:
             return False
-        return MARKER in meta.get("attributes", {})
+
+    def complete(self, entries: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (stage, key) entries are complete, in one pass (one batched read on object stores)."""
+        entries = set(entries)
+        if self.local:
+            return {(stage, key) for stage, key in entries if self.has(stage, key)}
+        paths = {f"{self.entry_path(stage, key)}/zarr.json": (stage, key) for stage, key in entries}
+        found = self.fs.cat(list(paths), on_error="omit") if paths else {}
+        return {paths[self.fs._strip_protocol(path)] for path, data in found.items() if _has_marker(data)}
 
     def open(self, stage: str, key: str) -> Entry:
         path = self.entry_path(stage, key)
@@ -214,10 +225,9 @@ class ArtifactStore:
             self.fs.rm(f"{path}/zarr.json")  # unpublish first
             self.fs.rm(path, recursive=True)
 
-    # -- run records ----------------------------------------------------------------------------
-    def write_run(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, indent=1, default=str).encode()
-        path = f"{self.root}/runs/{record['run_id']}.json"
+    # -- small files -----------------------------------------------------------------------------
+    def _put(self, path: str, data: bytes) -> None:
+        """Write a whole small file atomically (a local rename; one PUT on object stores)."""
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
@@ -226,6 +236,64 @@ class ArtifactStore:
             os.replace(tmp, path)
         else:
             self.fs.pipe(path, data)
+
+    # -- facts about input files -------------------------------------------------------------------
+    def file_memo(self, kind: str, path: str, compute: Callable[[], dict[str, Any]],
+                  learned: list | None = None) -> dict[str, Any]:
+        """``compute()`` for the file at ``path`` as it is now, remembered in the store. Keyed by the
+        file's identity (real path, size, modification and change times, inode, device): rewriting the
+        file changes its change time whatever its modification time says, so a stale fact is never
+        served. ``compute`` must depend on the file's content only; a file that cannot be read is
+        ``compute``'s to report, and what changed while ``compute`` read it is not remembered.
+        With ``learned``, a new fact is added to that list instead, for ``remember`` once the run that
+        asked is accepted (bad input leaves the store as it was)."""
+        try:
+            before = _file_identity(path)
+        except OSError:
+            return compute()
+        memo = f"{self.root}/memo/{kind}/{key_digest({'kind': kind, 'file': before})}.json"
+        try:
+            return json.loads(self.fs.cat(memo))
+        except (FileNotFoundError, ValueError):
+            pass
+        value = compute()
+        try:
+            unchanged = _file_identity(path) == before
+        except OSError:
+            unchanged = False
+        if unchanged:
+            if learned is None:
+                self._put(memo, json.dumps(value).encode())
+            else:
+                learned.append((memo, value))
+        return value
+
+    def remember(self, learned: list) -> None:
+        """Store the facts ``file_memo`` learned for a run that passed its checks."""
+        for memo, value in learned:
+            self._put(memo, json.dumps(value).encode())
+
+    # -- run records ----------------------------------------------------------------------------
+    def write_run(self, record: dict[str, Any]) -> None:
+        self._put(f"{self.root}/runs/{record['run_id']}.json", json.dumps(record, indent=1, default=str).encode())
+
+    def write_run_rows(self, run_id: str, part: int, rows: list[dict[str, Any]]) -> None:
+        """One part of a dataset run's rows (JSON lines), written as the rows finish."""
+        data = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
+        self._put(f"{self.root}/runs/{run_id}.rows/{part:06d}.jsonl", data)
+
+    def run_rows(self, run_id: str) -> Iterator[dict[str, Any]]:
+        base = f"{self.root}/runs/{run_id}.rows"
+        if not self.fs.exists(base):
+            return
+        for path in sorted(p for p in self.fs.ls(base, detail=False) if p.endswith(".jsonl")):
+            for line in self.fs.cat(path).decode().splitlines():
+                yield json.loads(line)
+
+    def remove_run(self, run_id: str) -> None:
+        self.fs.rm(f"{self.root}/runs/{run_id}.json")
+        if self.fs.exists(f"{self.root}/runs/{run_id}.rows"):
+            self.fs.rm(f"{self.root}/runs/{run_id}.rows", recursive=True)
 
     def runs(self) -> list[dict[str, Any]]:
         base = f"{self.root}/runs"
@@ -247,6 +315,19 @@ class ArtifactStore:
         if len(matches) > 1:
             raise StoreError(f"store {self.url}: run id {run_id!r} is ambiguous ({len(matches)} runs)")
         return matches[0]
+
+
+def _has_marker(zarr_json: bytes) -> bool:
+    try:
+        return MARKER in json.loads(zarr_json).get("attributes", {})
+    except ValueError:
+        return False
+
+
+def _file_identity(path: str) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"path": os.path.realpath(path), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+            "ctime": stat.st_ctime_ns, "inode": stat.st_ino, "device": stat.st_dev}
 
 
 def _pid_alive(pid: int) -> bool:

@@ -247,9 +247,10 @@ class _Average:
 def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
              vgg, params: StyleTransferParams, *, device="cpu", progress: Callable[[dict], None] | None = None,
              snapshot: Callable[[int, np.ndarray], None] | None = None) -> StyleResult:
-    """content (3,H,W), style (3,Hs,Ws) in [0,1] or, colour-normalised, somewhat beyond; masks (Kc,h,w), (Ks,hs,ws) soft,
-    summing to 1 per pixel, at the images' resolution or a smaller one with the same aspect ratio (carried up). progress(dict) called each iteration; snapshot(iteration,
-    image) every params.snapshot_every iterations (at the current scale's size)."""
+    """content (3,H,W), style (3,Hs,Ws) in [0,1] or, colour-normalised, somewhat beyond; masks (Kc,h,w), (Ks,hs,ws)
+    soft, summing to 1 per pixel, at the images' resolution or a smaller one with the same aspect ratio (carried
+    up). progress(dict) called each iteration; snapshot(iteration, image) every params.snapshot_every iterations
+    of the final scale (so every snapshot has the output's size)."""
     _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
     if hasattr(vgg, "with_pooling"):
         vgg = vgg.with_pooling(params.pooling)
@@ -329,7 +330,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
             result.history.append(entry)
             if progress:
                 progress(entry)
-            if params.snapshot_every and iteration % params.snapshot_every == 0:
+            if params.snapshot_every and iteration % params.snapshot_every == 0 and scale == len(schedule) - 1:
                 image = torch.clamp(average.get(compose()) if average else compose(), low, high)
                 image = image[0].cpu().numpy()
                 result.snapshots.append((iteration, image))

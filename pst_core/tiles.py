@@ -18,6 +18,9 @@ import torch
 from .config import GRID  # tile edges on this grid keep pooled activations aligned
 from .vgg import LAYER_INDEX, LAYER_NAMES, LAYER_STRIDE
 
+# Passes without gradient over larger images run in tiles of this side: about 1 GiB of activations
+# down to relu5_1, and images up to this size run whole, as before tiles existed.
+FORWARD_TILE = 1024
 
 
 def halo(layers: list[str]) -> int:
@@ -101,3 +104,8 @@ def features(vgg, image: torch.Tensor, layers: list[str], tiles: list[Tile]) -> 
                 whole, local = tile.at_layer(layer)
                 out[layer][(..., *whole)] = act[(..., *local)]
         return out
+
+
+def forward(vgg, image: torch.Tensor, layers: list[str], tile: int = FORWARD_TILE) -> dict[str, torch.Tensor]:
+    """``features`` over tiles of ``tile`` px (one tile, the whole image, where it is no larger)."""
+    return features(vgg, image, layers, grid(image.shape[-2:], tile, halo(layers)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from pathlib import Path
 
 import torch
@@ -58,6 +59,14 @@ def weights_fingerprint(weights: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+def weights_id(weights: str, memo=None) -> str:
+    """``weights_fingerprint``; a weights file's hash is memoised (by its path, size and times) through
+    ``memo`` where given (``ArtifactStore.file_memo``), so planning a run does not re-read the file."""
+    if memo is None or weights in ("imagenet", "random"):
+        return weights_fingerprint(weights)
+    return memo("weights", weights, lambda: {"fingerprint": weights_fingerprint(weights)})["fingerprint"]
 
 
 def _load_state(weights: str) -> dict:
@@ -157,9 +166,15 @@ def _build(weights: str, seed: int, device: str) -> VGGFeatures:
     return net.to(device)
 
 
+_BUILDING = threading.Lock()
+
+
 def load_vgg(weights: str = "imagenet", seed: int = 0, device: str = "cpu") -> VGGFeatures:
-    """The shared (cached) VGG19 feature network for these weights; never trained, never mutated."""
-    return _build(weights, seed, device)
+    """The shared (cached) VGG19 feature network for these weights; never trained, never mutated.
+    Built under a lock: random weights are drawn from torch's global generator, which two threads
+    building at once (two stages of a run, each the first to need the network) would share."""
+    with _BUILDING:
+        return _build(weights, seed, device)
 
 
 def resolve_device(device: str = "auto") -> str:

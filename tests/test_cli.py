@@ -54,14 +54,35 @@ def test_segment_writes_labels_at_input_resolution(images, populated_store, tmp_
     assert soft.shape == (2, 32, 40) and np.allclose(soft.sum(0), 1, atol=1e-5)
 
 
-def test_run_prints_progress_then_the_stage_table(images, populated_store, tmp_path, capsys):
+def test_run_draws_a_progress_bar_then_the_stage_table(images, populated_store, tmp_path, capsys):
+    capsys.readouterr()
+    # two scales, 20x16 then 40x32 px: 5 iterations, then 10
+    transfer = ["style_transfer.iterations=10", "style_transfer.scale_iterations=5", "style_transfer.min_size=20"]
+    assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
+                 str(populated_store), *SETS, *sum((["--set", s] for s in transfer), [])]) == 0
+    out, err = capsys.readouterr()
+    bar = err.replace("\r", "\n").strip().splitlines()  # tqdm redraws its line with carriage returns
+    assert bar and all(line.startswith("style_transfer:") for line in bar), err
+    assert any("5/15" in line and "20x16 px" in line for line in bar), err
+    assert "15/15" in bar[-1] and "40x32 px" in bar[-1] and "loss " in bar[-1] and "style " in bar[-1]
+    assert "style_transfer              pair" in out and "computed" in out and "finished in" in out
+
+
+def test_progress_bar_says_when_the_transfer_runs_in_tiles(images, populated_store, tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
-                 str(populated_store), *SETS, "--set", "style_transfer.iterations=10"]) == 0
+                 str(populated_store), *SETS, "--set", "style_transfer.iterations=3",
+                 "--set", "style_transfer.tile_size=16"]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/3" in last and "40x32 px in 16 px tiles, L-BFGS history 3" in last, last
+
+
+def test_json_run_is_quiet_on_stderr(images, populated_store, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
+                 str(populated_store), *SETS, "--set", "style_transfer.iterations=9", "--json"]) == 0
     out, err = capsys.readouterr()
-    progress = [line for line in err.splitlines() if "style_transfer scale 0 iteration" in line]
-    assert len(progress) == 10 and "iteration 10/10: total=" in progress[-1] and progress[-1].endswith("s/it)")
-    assert "style_transfer              pair" in out and "computed" in out and "finished in" in out
+    assert err == "" and {s["status"] for s in json.loads(out)["stages"]} == {"cached", "computed"}
 
 
 @pytest.fixture

@@ -73,13 +73,19 @@ def test_linear_is_the_symmetric_map_that_moves_colours_least():
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_luminance_keeps_content_chroma_and_matches_luminance(direction):
     content, style = _images()
-    cn, sn, t = normalize_pair(content, style, "luminance", direction)
+    cn, sn, t = normalize_pair(content, style, "luminance", direction, max_gain=100)
     for image in (cn, sn):
         assert np.allclose(image[0], image[1]) and np.allclose(image[0], image[2])  # grey
     source, moved, target = _moved(direction, content, style, cn, sn)
     y_target = 0.299 * target[0] + 0.587 * target[1] + 0.114 * target[2]
+    y_source = 0.299 * source[0] + 0.587 * source[1] + 0.114 * source[2]
     assert abs(moved[0].mean() - y_target.mean()) < 1e-5
     assert abs(moved[0].std() - y_target.std()) < 1e-4
+    # By default (max_gain 1) the mean is matched but contrast is never squeezed away.
+    cn, sn, t = normalize_pair(content, style, "luminance", direction)
+    _, moved, _ = _moved(direction, content, style, cn, sn)
+    assert abs(moved[0].mean() - y_target.mean()) < 1e-5
+    assert abs(moved[0].std() - max(y_target.std(), y_source.std())) < 1e-4
     # Restoring the normalised content with the content's palette gives the content back exactly.
     assert np.abs(restore_palette(cn, t, "content") - np.clip(content, 0, 1)).max() < 1e-5
     if direction == "content_to_style":

@@ -193,3 +193,54 @@ def test_same_inputs_give_bit_identical_masks_and_outputs(images, tmp_path, pref
         ea, eb = a.open(s["stage"], s["key"]), b.open(s["stage"], s["key"])
         for name in ea.names():
             np.testing.assert_array_equal(ea.array(name), eb.array(name), err_msg=f"{s['stage']}/{name}")
+
+
+def _rows_written(path: Path) -> int:
+    try:
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def test_dataset_killed_at_random_moments_resumes_with_nothing_computed_twice(tmp_path, prefect_server):
+    """SIGKILL a dataset run (with its whole process group) at random moments while rows finish, resume it
+    each time: every run keeps the rows it finished, the last one ends with every row ok, and across all
+    the runs no stage was computed twice."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"c{i}.png")
+        rows += [{"content": f"c{i}.png", "style": f"s{j}.png"} for j in range(4)]
+    for j in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"s{j}.png")
+    pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
+    results = tmp_path / "out" / "results.csv"
+    argv = [*PST, "dataset", str(tmp_path / "pairs.csv"), "--out-dir", str(tmp_path / "out"), "--store",
+            str(tmp_path / "store"), *SETS, "--set", "fuse_segmentation.k=1", "--concurrency", "1", "--json"]
+    env = _env(tmp_path / "home")
+    moments = random.Random(5)
+    for attempt in range(5):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 240
+        while _rows_written(results) < 2 + 3 * attempt and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(moments.uniform(0, 1.0))
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = pd.read_csv(results)  # the rows it finished, each with its output
+        assert len(kept) >= 2 + 3 * attempt and (kept.status == "ok").all()
+        assert all(os.path.exists(output) for output in kept.output)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (pd.read_csv(results).status == "ok").sum() == len(rows)
+    store = ArtifactStore(str(tmp_path / "store"))
+    runs = [run for run in store.runs() if run["flow"] == "pst-dataset"]
+    assert [run["status"] for run in runs] == ["running"] * 5 + ["ok"]  # the killed ones never finished
+    recorded = [list(store.run_rows(run["run_id"])) for run in runs]
+    assert len(recorded[-1]) == len(rows)
+    computed = [(s["stage"], s["key"]) for rows_of_run in recorded for row in rows_of_run for s in row["stages"]
+                if s["status"] == "computed"]
+    assert computed and len(computed) == len(set(computed))
+    assert maintenance.verify(store) == []

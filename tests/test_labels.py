@@ -105,7 +105,8 @@ def test_label_images_replace_segmentation_and_are_keyed_by_their_pixels(images,
     redrawn = _grey(drawn["folder"] / "redrawn.png", 1 - drawn["disk"])  # the same regions, swapped
     third = _run(images, tmp_path, (redrawn, drawn["style"]))
     computed = sorted((s["stage"], s["image"]) for s in third["stages"] if s["status"] == "computed")
-    assert computed == [("fuse_segmentation", "content"), ("style_transfer", "pair"), ("unnormalize", "pair")]
+    assert computed == [("color_normalize", "pair"), ("fuse_segmentation", "content"), ("style_transfer", "pair"),
+                        ("unnormalize", "pair")]  # colours are fitted per region pair too
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -124,12 +125,12 @@ def test_dataset_rows_with_and_without_label_images(images, drawn, tmp_path):
                  ).to_csv(tmp_path / "pairs.csv", index=False)
     result = dataset(manifest=str(tmp_path / "pairs.csv"), out_dir=str(tmp_path / "out"),
                      config=build_config(sets=FAST), store=str(tmp_path / "store"))
-    rows = {r["row"]: r for r in result["results"]}
+    rows = {r["row"]: r for r in pd.read_csv(result["results"]).to_dict("records")}
     assert rows[0]["status"] == rows[1]["status"] == "ok"
     assert rows[2]["status"] == "failed" and "wrong.png" in rows[2]["error"] and "does not fit" in rows[2]["error"]
     store = ArtifactStore(str(tmp_path / "store"))
-    fused = [store.open("fuse_segmentation", s["key"]) for s in result["stages"]
-             if s["stage"] == "fuse_segmentation" and s["side"] == "content"]
+    fused = [store.open("fuse_segmentation", s["key"]) for row in store.run_rows(result["run_id"])
+             for s in row["stages"] if s["stage"] == "fuse_segmentation" and s["side"] == "content"]
     assert sorted("labels_source" in entry.attrs for entry in fused) == [False, True]
 
 

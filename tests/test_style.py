@@ -261,7 +261,7 @@ def test_adam_multiscale_noise_init_is_seeded(vgg):
     content, cm = disk_scene(128)
     style, sm = two_texture_style(128)
     params = StyleTransferParams(iterations=4, scale_iterations=3, min_size=50, optimizer="adam", init="noise",
-                                 seed=3, style_layers=SHALLOW)
+                                 seed=3, style_layers=SHALLOW, snapshot_every=2)
     a = transfer(content, style, cm, sm, vgg, params)
     b = transfer(content, style, cm, sm, vgg, params)
     assert np.array_equal(a.image, b.image)
@@ -269,6 +269,8 @@ def test_adam_multiscale_noise_init_is_seeded(vgg):
     assert [h["scale"] for h in a.history] == [0, 0, 0, 1, 1, 1, 1]
     assert [h["size"] for h in a.history] == [[64, 64]] * 3 + [[128, 128]] * 4
     assert [h["iteration"] for h in a.history] == list(range(1, 8)) and a.history[0]["of"] == 7
+    # Snapshots only at the final scale, so every one has the output's size (the store stacks them).
+    assert [i for i, _ in a.snapshots] == [4, 6] and all(img.shape == content.shape for _, img in a.snapshots)
     c = transfer(content, style, cm, sm, vgg, params.model_copy(update={"seed": 4}))
     assert not np.array_equal(a.image, c.image)
 
