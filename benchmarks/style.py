@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/style.py                       # everything, default sizes
     PYTHONPATH=. python benchmarks/style.py --only speed --speed-sizes 256 --speed-iterations 4
     PYTHONPATH=. python benchmarks/style.py --device cuda --speed-sizes 256 512 1024   # on a GPU
+    PYTHONPATH=. python benchmarks/style.py --only memory --rss-sizes 512 1024 2048 4096   # memory model
 
 Uses the seeded random VGG19 (weights='random'): pretrained weights cannot be downloaded here.
 CPU timings on a shared machine are noisy, so the variants are interleaved in rounds and compared
@@ -17,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -117,28 +119,96 @@ def speed(vgg, sizes: list[int], iterations: int, rounds: int, device: str) -> N
                   f"K=4 soft / K=1 = {med['K=4 soft everywhere'][i] / k1:.3f}")
 
 
-def _rss_child(size: int, iterations: int, device: str) -> None:
+def _rss(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or its peak since the last reset (VmHWM), bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:  # resets VmHWM to the current VmRSS (Linux)
+        refs.write("5")
+
+
+def _rss_child(size: int, iterations: int, device: str, budget: float, tile: int | None) -> None:
+    """One transfer at ``size`` px (one scale, two hand-drawn-like regions each side), its memory
+    measured part by part, and what the model says of the same run."""
+    from pst_core import memory
+    from pst_core.store import ArrayOut, ArtifactStore
+
     vgg = load_vgg("random", seed=0, device=device)
-    content, _ = disk_scene(size)
-    style, _ = two_texture_style(size)
-    masks = _soft_quadrants(size, 1.0)
+    base = _rss()
+    content, cm = disk_scene(size)
+    style, sm = two_texture_style(size)
+    inputs = _rss() - base
+    params = StyleTransferParams(iterations=iterations, min_size=0, mapping={0: 0, 1: 1}, memory_budget=budget,
+                                 tile_size=tile)
+    stamps: list[tuple[float, float, float]] = []  # per iteration: time, resident, peak during it
+
+    def progress(_):
+        stamps.append((time.perf_counter(), _rss(), _rss("VmHWM")))
+        _reset_peak()
+
+    _reset_peak()
     start = time.perf_counter()
-    transfer(content, style, masks, masks, vgg,
-             StyleTransferParams(iterations=iterations, mapping={i: i for i in range(4)}), device=device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
-    gpu = torch.cuda.max_memory_allocated() / 2 ** 30 if device.startswith("cuda") else None
-    print(json.dumps({"size": size, "peak_gib": peak, "gpu_peak_gib": gpu, "seconds": time.perf_counter() - start}))
+    result = transfer(content, style, cm, sm, vgg, params, device=device, progress=progress)
+    plan = result.plans[-1]
+    resident = [r for _, r, _ in stamps]
+    # Store writes: the stage's output written to a store (zarr, zstd chunks), peak over the resident.
+    with tempfile.TemporaryDirectory() as folder:
+        before = _rss()
+        _reset_peak()
+        ArtifactStore(folder).write("style_transfer", "0" * 64, {"image": ArrayOut(result.image, ("c", "y", "x"))},
+                                    {"stage": "style_transfer"})
+        store_write = _rss("VmHWM") - before
+    model = memory.parts(memory.Shapes((size, size), (size, size), 2, 2), (size, size), (size, size), True, params,
+                         plan.tile, len(stamps))
+    full = memory.plan_scale(memory.Shapes((size, size), (size, size), 2, 2), (size, size), (size, size),
+                             StyleTransferParams().fine_iterations if size > StyleTransferParams().fine_size
+                             else StyleTransferParams().iterations, True, params)
+    print(json.dumps({
+        "size": size, "tile": plan.tile, "iterations": len(stamps), "seconds": time.perf_counter() - start,
+        "s_per_iteration": (stamps[-1][0] - stamps[0][0]) / max(1, len(stamps) - 1),
+        "peak": max(p for _, _, p in stamps), "base": base, "inputs": inputs,
+        "setup": resident[0] - base - inputs,  # masks, content targets, the image and its gradient, 1 step
+        "optimizer_per_iteration": (resident[-1] - resident[0]) / max(1, len(stamps) - 1),
+        "activations": max(p - r for _, r, p in stamps[1:] or stamps),
+        "store_write": store_write, "model": model,
+        "planned": {"tile": full.tile, "history": full.history, "iterations": full.iterations, "parts": full.parts},
+        "gpu_peak": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None}))
 
 
-def memory(sizes: list[int], iterations: int, device: str) -> None:
-    print(f"\n== peak RSS: K=4 sharp masks, L-BFGS {iterations} iterations, fresh process per size")
+def memory(sizes: list[int], iterations: int, device: str, budget: float, tile: int | None) -> None:
+    gib = 2 ** 30
+    print(f"\n== peak RSS and seconds per iteration: two regions each side, one scale, L-BFGS, {iterations} "
+          f"iterations, memory_budget={budget:g} GiB{f', tile_size={tile}' if tile else ''}, fresh process per size")
     for size in sizes:
         command = [sys.executable, __file__, "--rss-child", str(size), "--rss-iterations", str(iterations),
-                   "--threads", str(torch.get_num_threads()), "--device", device]
-        out = subprocess.run(command, capture_output=True, text=True, check=True)
+                   "--threads", str(torch.get_num_threads()), "--device", device, "--rss-budget", str(budget)]
+        command += ["--rss-tile", str(tile)] if tile else []
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode:
+            print(f"  {size} px: failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+            continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        gpu = f", peak GPU memory {row['gpu_peak_gib']:.2f} GiB" if row["gpu_peak_gib"] is not None else ""
-        print(f"  {size} px: peak RSS {row['peak_gib']:.2f} GiB{gpu} ({row['seconds']:.1f} s)")
+        model, planned = row["model"], row["planned"]
+        how = "whole image" if row["tile"] is None else f"{row['tile']} px tiles"
+        gpu = f", peak GPU memory {row['gpu_peak'] / gib:.2f} GiB" if row["gpu_peak"] is not None else ""
+        print(f"  {size} px ({how}): peak RSS {row['peak'] / gib:.2f} GiB{gpu} (model {sum(model.values()) / gib:.2f}), "
+              f"{row['s_per_iteration']:.1f} s/iteration ({row['seconds']:.0f} s in all)")
+        measured = {"base": row["base"], "inputs": row["inputs"], "setup (masks, targets, image, 1 step)": row["setup"],
+                    "optimiser state per iteration": row["optimizer_per_iteration"],
+                    "activations (pass over a tile)": row["activations"], "store write": row["store_write"]}
+        print("      measured: " + ", ".join(f"{k} {v / gib:.2f}" for k, v in measured.items()) + " GiB")
+        print("      model:    " + ", ".join(f"{k} {v / gib:.2f}" for k, v in model.items()) + " GiB")
+        print(f"      default plan at this size: {planned['iterations']} iterations, "
+              f"{'whole image' if planned['tile'] is None else str(planned['tile']) + ' px tiles'}, L-BFGS history "
+              f"{planned['history']}: model peak {sum(planned['parts'].values()) / gib:.2f} GiB ("
+              + ", ".join(f"{k} {100 * v / sum(planned['parts'].values()):.0f}%" for k, v in planned["parts"].items())
+              + ")")
 
 
 def main() -> None:
@@ -151,6 +221,9 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--rss-sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--rss-iterations", type=int, default=2)
+    parser.add_argument("--rss-budget", type=float, default=StyleTransferParams().memory_budget,
+                        help="style_transfer.memory_budget for the memory runs (GiB; large: never tiled)")
+    parser.add_argument("--rss-tile", type=int, help="style_transfer.tile_size for the memory runs")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     # One thread by default: on cores shared with other jobs, every parallel region of a 2-thread run
     # waits for a descheduled thread, which measured here 4x slower than one thread (2 cores, busy).
@@ -163,7 +236,7 @@ def main() -> None:
     except ConfigError as exc:
         parser.error(str(exc))
     if args.rss_child:
-        _rss_child(args.rss_child, args.rss_iterations, device)
+        _rss_child(args.rss_child, args.rss_iterations, device, args.rss_budget, args.rss_tile)
         return
     vgg = load_vgg("random", seed=0, device=device)
     where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
@@ -173,7 +246,7 @@ def main() -> None:
     if args.only in (None, "speed"):
         speed(vgg, args.speed_sizes, args.speed_iterations, args.speed_rounds, device)
     if args.only in (None, "memory"):
-        memory(args.rss_sizes, args.rss_iterations, device)
+        memory(args.rss_sizes, args.rss_iterations, device, args.rss_budget, args.rss_tile)
 
 
 if __name__ == "__main__":

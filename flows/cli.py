@@ -17,8 +17,8 @@ from pst_core.store import DEFAULT_STORE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Two transfers (partitioned and K=1) plus segmentation within about 3 minutes on 2 CPU cores.
-DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.iterations=100",
-                 "style_transfer.scale_iterations=60", "style_transfer.snapshot_every=50"]
+DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.iterations=60",
+                 "style_transfer.scale_iterations=40", "style_transfer.snapshot_every=20"]
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -32,10 +32,12 @@ def _quiet_prefect(verbose: bool) -> None:
 
 class _TransferBar:
     """The style transfer's iterations as a progress bar on stderr (one bar over all its scales: an entry's
-    ``iteration`` counts on across scales, ``of`` them), the scale's size and the losses in the postfix."""
+    ``iteration`` counts on across scales, ``of`` them), the scale's size (and tiles, where the memory
+    plan tiles it) and the losses in the postfix."""
 
     def __init__(self):
         self.bar = None
+        self.size = None  # the scale the bar shows
 
     def __call__(self, stage: str, entry: dict) -> None:
         from tqdm import tqdm
@@ -46,9 +48,15 @@ class _TransferBar:
             self.close()
             self.bar = tqdm(total=entry["of"], desc="style_transfer", unit="it", file=sys.stderr,
                             dynamic_ncols=True)
+        if self.bar.n and entry["size"] != self.size:  # a new scale: the last one's end is drawn, however fast
+            self.bar.refresh()
+        self.size = entry["size"]
         losses = ", ".join(f"{k} {entry[k]:.3g}" for k in ("content", "style", "tv") if entry.get(k))
         height, width = entry["size"]
-        self.bar.set_postfix_str(f"{width}x{height} px, loss {entry['total']:.4g} ({losses})", refresh=False)
+        tiled = f" in {entry['tile']} px tiles" if entry.get("tile") else ""
+        if tiled and entry.get("history"):
+            tiled += f", L-BFGS history {entry['history']}"
+        self.bar.set_postfix_str(f"{width}x{height} px{tiled}, loss {entry['total']:.4g} ({losses})", refresh=False)
         self.bar.update(entry["iteration"] - self.bar.n)
 
     def close(self) -> None:
@@ -233,9 +241,10 @@ def _demo_figure(store_url: str, partitioned: dict, plain: dict):
 
     transfer = store.open("style_transfer", key(partitioned, "style_transfer", "pair"))
     mapping = {int(c): s for c, s in transfer.attrs["mapping"].items()}
-    return comparison_figure(loaded("content"), loaded("style"),
-                             read_regions(store, key(partitioned, "fuse_segmentation", "content")),
-                             read_regions(store, key(partitioned, "fuse_segmentation", "style")), mapping,
+    content, style = loaded("content"), loaded("style")
+    return comparison_figure(content, style,
+                             read_regions(store, key(partitioned, "fuse_segmentation", "content"), content.shape[1:]),
+                             read_regions(store, key(partitioned, "fuse_segmentation", "style"), style.shape[1:]), mapping,
                              output_image(store, plain["unnormalize_key"]),
                              output_image(store, partitioned["unnormalize_key"]))
 

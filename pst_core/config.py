@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .vgg import LAYER_NAMES, check_layers
 
+GRID = 16  # pixels: the network's largest stride (relu5_x); tiles are multiples of it
+
 DEFAULT_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 
@@ -32,6 +34,10 @@ class LoadParams(StageParams):
     size: int = Field(512, ge=8, le=8192, description="Working size: the longer side, in pixels")
     max_pixels: int = Field(
         100_000_000, ge=1, description="Refuse input files with more pixels than this (decompression bombs)"
+    )
+    segment_size: int = Field(
+        1024, ge=8, le=8192, description="Segmentation (features, clustering, regions) works at most at this size "
+                                         "(longer side); its masks are carried up to the working size"
     )
 
 
@@ -168,6 +174,17 @@ class StyleTransferParams(StageParams):
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
+    fine_size: int = Field(1024, ge=0, le=65536, description="Scales whose longer side exceeds this run at most "
+                                                             "fine_iterations iterations: structure forms at the "
+                                                             "coarser scales, these add detail (0: no limit)")
+    fine_iterations: int = Field(50, ge=0, le=100_000, description="Iterations at each scale above fine_size")
+    memory_budget: float = Field(12.0, ge=0.5, le=65536, description="Peak memory (GiB) the transfer may use: a "
+                                                                      "scale that would not fit runs in tiles, with a "
+                                                                      "shorter L-BFGS history if need be; a run that "
+                                                                      "cannot fit is refused before it starts")
+    tile_size: int | None = Field(None, ge=GRID, le=65536, description="Tile side in pixels (a multiple of 16), "
+                                                                       "forced; null: the whole image where it fits "
+                                                                       "memory_budget, else the largest tile that fits")
 
     @field_validator("content_layers", "style_layers")
     @classmethod
@@ -180,6 +197,13 @@ class StyleTransferParams(StageParams):
     def _known_layer(cls, layer: str) -> str:
         check_layers([layer], "style_transfer.mapping_layer")
         return layer
+
+    @field_validator("tile_size")
+    @classmethod
+    def _on_the_grid(cls, tile: int | None) -> int | None:
+        if tile is not None and tile % GRID:
+            raise ValueError(f"must be a multiple of {GRID} (the network's largest stride), e.g. {tile // GRID * GRID or GRID}")
+        return tile
 
 
 class UnnormalizeParams(StageParams):

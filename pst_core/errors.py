@@ -27,6 +27,10 @@ class ComputeError(PstError):
     """A stage's computation failed in a way the user can act on (e.g. a non-finite loss)."""
 
 
+class MemoryBudgetError(PstError):
+    """A run that would not fit its memory budget, refused before it starts."""
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a run's record or a dataset row: the message of our own errors, the type of others."""
     return str(exc) if isinstance(exc, PstError) else " ".join(f"{type(exc).__name__}: {exc}".split())

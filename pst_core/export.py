@@ -22,7 +22,12 @@ def export_run(store: ArtifactStore, run: dict, out_dir: str) -> list[dict]:
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     stages = run["stages"]
-    images = {s["side"]: store.open("load", s["key"]).array("image") for s in stages if s["stage"] == "load"}
+    images: dict[str, np.ndarray] = {}  # per side, the working-size image (segmentation may load a smaller one)
+    for s in stages:
+        if s["stage"] == "load":
+            image = store.open("load", s["key"]).array("image")
+            if s["side"] not in images or image.size > images[s["side"]].size:
+                images[s["side"]] = image
     written: list[dict] = []
 
     def save(picture, stage: dict, suffix: str, kind: str) -> None:
@@ -36,7 +41,9 @@ def export_run(store: ArtifactStore, run: dict, out_dir: str) -> list[dict]:
         entry = store.open(stage["stage"], stage["key"])
         kind = stage["stage"]
         if kind == "load":
-            save(to_pil(entry.array("image")), stage, "image", "image")
+            image = entry.array("image")
+            working = image.shape == images[stage["side"]].shape
+            save(to_pil(image), stage, "image" if working else "segmentation_image", "image")
         elif kind == "color_normalize":
             save(to_pil(entry.array("content")), {**stage, "side": "content"}, "normalised", "image")
             save(to_pil(entry.array("style")), {**stage, "side": "style"}, "normalised", "image")

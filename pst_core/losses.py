@@ -7,6 +7,8 @@ so weights do not need retuning when the image size, the layer or the region siz
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # Pixels whose weight is below this fraction of the region's largest weight are left out of its
@@ -16,31 +18,63 @@ MIN_MASS_FRACTION = 1e-4  # a region lighter than this share of a layer's pixels
 
 
 class Region:
-    """A soft mask (h, w) at one layer's resolution, prepared for masked statistics."""
+    """The pixels of one region at one layer's resolution (or of one tile's part of it), prepared for
+    masked statistics.
 
-    def __init__(self, mask: torch.Tensor):
-        w = mask.flatten()
-        keep = w > SPARSE_THRESHOLD * w.max().clamp_min(1e-12)
-        self.numel = w.numel()
-        self.index = None if bool(keep.all()) else keep.nonzero()[:, 0]
-        self.weight = w if self.index is None else w[self.index]
-        self.ones = bool((self.weight == 1).all())  # an all-ones mask: plain, unmasked statistics
-        self.sqrt_weight = self.weight.sqrt()
-        self.mass = self.weight.sum()
+    ``mask`` is the soft mask (h, w). A tile's part of a region (``crop``) keeps the whole region's
+    ``peak`` and ``mass``: its statistics are then its share of the whole region's, and the shares of
+    all tiles add up to the whole region's statistics exactly.
+    """
+
+    def __init__(self, mask: torch.Tensor, *, peak: torch.Tensor | None = None, mass: torch.Tensor | None = None):
+        self.mask = mask
+        self.peak = mask.max() if peak is None else peak
+        self.numel = mask.numel()
+        self.mass = (mask * self._kept(mask)).sum() if mass is None else mass
         self.empty = float(self.mass) < MIN_MASS_FRACTION * self.numel
+
+    def _kept(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask > SPARSE_THRESHOLD * self.peak.clamp_min(1e-12)
+
+    # The kept pixels, worked out when statistics are first taken (a tiled transfer takes them of
+    # crops only, and never holds these index arrays for the whole image).
+    @functools.cached_property
+    def index(self) -> torch.Tensor | None:
+        keep = self._kept(self.mask).reshape(-1)
+        return None if bool(keep.all()) else keep.nonzero()[:, 0]
+
+    @functools.cached_property
+    def weight(self) -> torch.Tensor:
+        w = self.mask.reshape(-1)
+        return w if self.index is None else w[self.index]
+
+    @functools.cached_property
+    def ones(self) -> bool:
+        """An all-ones mask: plain, unmasked statistics."""
+        return bool((self.weight == 1).all())
+
+    @functools.cached_property
+    def sqrt_weight(self) -> torch.Tensor:
+        return self.weight.sqrt()
+
+    def crop(self, rows: slice, cols: slice) -> "Region":
+        """The part of this region inside a tile (rows and columns at this layer's resolution)."""
+        return Region(self.mask[rows, cols], peak=self.peak, mass=self.mass)
 
     def columns(self, features: torch.Tensor) -> torch.Tensor:
         """(C, h, w) activations -> (C, n) the region's pixels."""
         f = features.flatten(1)
         return f if self.index is None else f.index_select(1, self.index)
 
+    def mean(self, features: torch.Tensor) -> torch.Tensor:
+        return self.columns(features) @ self.weight / self.mass
+
     def gram(self, features: torch.Tensor) -> torch.Tensor:
         return masked_grams(features, [self])[0]
 
-    def mean_cov(self, features: torch.Tensor, gram: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.columns(features) @ self.weight / self.mass
-        return mean, (self.gram(features) if gram is None else gram) - torch.outer(mean, mean)
+    def statistics(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The region's mean (C,) and mass-normalised Gram matrix (C, C) of ``features`` (C, h, w)."""
+        return self.mean(features), self.gram(features)
 
 
 class _MaskedGrams(torch.autograd.Function):
@@ -89,12 +123,13 @@ def masked_grams(features: torch.Tensor, regions: list[Region]) -> tuple[torch.T
 class GramLoss:
     """Gatys et al.: squared Frobenius distance of masked Gram matrices, relative to the target's."""
 
-    def __init__(self, target_features: torch.Tensor, target_region: Region):
-        self.target = target_region.gram(target_features)
+    uses_mean = False
+
+    def __init__(self, target_mean: torch.Tensor, target_gram: torch.Tensor):
+        self.target = target_gram
         self.scale = self.target.square().sum().clamp_min(1e-12)
 
-    def __call__(self, features: torch.Tensor, region: Region, gram: torch.Tensor | None = None) -> torch.Tensor:
-        gram = region.gram(features) if gram is None else gram
+    def __call__(self, mean: torch.Tensor | None, gram: torch.Tensor) -> torch.Tensor:
         return (gram - self.target).square().sum() / self.scale
 
 
@@ -106,16 +141,19 @@ class MeanCovLoss:
     (V diag(g) V^T) does not involve eigenvalue gaps, so it stays stable where eigh's vectors would not.
     """
 
-    def __init__(self, target_features: torch.Tensor, target_region: Region):
-        self.mean, cov = target_region.mean_cov(target_features)
+    uses_mean = True
+
+    def __init__(self, target_mean: torch.Tensor, target_gram: torch.Tensor):
+        self.mean = target_mean
+        cov = target_gram - torch.outer(target_mean, target_mean)
         vals, vecs = _stable(torch.linalg.eigh, cov)
         self.root = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
         self.trace = cov.trace()
         self.scale = (self.trace + self.mean.square().sum()).clamp_min(1e-12)
         self.floor = 1e-8 * float(self.scale)  # below this an eigenvalue is rounding noise
 
-    def __call__(self, features: torch.Tensor, region: Region, gram: torch.Tensor | None = None) -> torch.Tensor:
-        mean, cov = region.mean_cov(features, gram)
+    def __call__(self, mean: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        cov = gram - torch.outer(mean, mean)
         prod = self.root @ cov @ self.root
         vals = _stable(torch.linalg.eigvalsh, (prod + prod.T) / 2)
         # Eigenvalues under the floor are rounding noise: they count as zero (hundreds of sqrt(floor)
@@ -142,29 +180,34 @@ STATISTICS = {"gram": GramLoss, "meancov": MeanCovLoss}
 class MaskedStyleLoss:
     """One style statistic of one layer, between a content region and its mapped style region.
 
-    Called with the activations and, optionally, the region Grams of every layer computed together
-    (``masked_grams``); ``slot`` is this region's place among its layer's regions.
+    Called with every layer's region statistics, {layer: [(mean, gram) per region]}; ``slot`` is this
+    region's place among its layer's regions. The statistics may come from the whole image at once or
+    be summed over tiles: the loss is the same.
     """
 
-    def __init__(self, layer: str, statistic, region: Region, weight: float, slot: int = 0):
-        self.layer, self.statistic, self.region, self.weight, self.slot = layer, statistic, region, weight, slot
+    def __init__(self, layer: str, statistic, weight: float, slot: int = 0):
+        self.layer, self.statistic, self.weight, self.slot = layer, statistic, weight, slot
 
-    def __call__(self, features: dict[str, torch.Tensor], grams: dict[str, torch.Tensor] | None = None
-                 ) -> torch.Tensor:
-        gram = None if grams is None else grams[self.layer][self.slot]
-        return self.weight * self.statistic(features[self.layer][0], self.region, gram)
+    def __call__(self, statistics: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]) -> torch.Tensor:
+        return self.weight * self.statistic(*statistics[self.layer][self.slot])
 
 
 class ContentLoss:
-    """Mean squared activation difference weighted per pixel, relative to the target's mean square."""
+    """Mean squared activation difference weighted per pixel, relative to the target's mean square.
+
+    A tile passes its part of the activations with ``rows``/``cols`` (at this layer's resolution): its
+    share of the loss, so the shares of all tiles add up to the whole image's loss.
+    """
 
     def __init__(self, layer: str, target: torch.Tensor, weight_map: torch.Tensor):
         self.layer, self.target, self.weight_map = layer, target, weight_map  # (1,C,h,w), (1,1,h,w)
         self.scale = target.square().mean().clamp_min(1e-12)
+        self.count = target.numel()
 
-    def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        diff = (features[self.layer] - self.target).square()
-        return (diff * self.weight_map).mean() / self.scale
+    def __call__(self, features: dict[str, torch.Tensor], rows: slice = slice(None), cols: slice = slice(None)
+                 ) -> torch.Tensor:
+        diff = (features[self.layer] - self.target[..., rows, cols]).square()
+        return (diff * self.weight_map[..., rows, cols]).sum() / self.count / self.scale
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:

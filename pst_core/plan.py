@@ -11,6 +11,9 @@ flows submit work for the missing steps only and report the others as cached.
                                   ├─ color_normalize ─ style_transfer ─ unnormalize ─ out  │
                     ┌─────────────┘                                                        │
     style ── load ──┴─ features ─ cluster_layer* ─ backprop_clusters* ─ fuse_segmentation ─┘
+
+Above ``load.segment_size`` a side has a second load, of the image at that size, which segmentation
+reads (features to fuse_segmentation); colour normalisation and the transfer carry its masks up.
 """
 
 from __future__ import annotations
@@ -56,8 +59,15 @@ class KeySpec:
 
 # -- the key of each stage -------------------------------------------------------------------------
 def load_spec(params: LoadParams, pixels: str) -> KeySpec:
-    """``pixels``: the decoded image's digest (``imageio.pixel_digest``), not its file name or format."""
-    return KeySpec("load", params.model_dump(), {"pixels": pixels})
+    """``pixels``: the decoded image's digest (``imageio.pixel_digest``), not its file name or format.
+    ``segment_size`` says which load entry segmentation reads, not how this one is computed: left out."""
+    return KeySpec("load", params.model_dump(exclude={"segment_size"}), {"pixels": pixels})
+
+
+def segmentation_load(params: LoadParams) -> LoadParams | None:
+    """The load parameters of the smaller image segmentation works on, or None when it works on the
+    working size itself (``load.segment_size`` bounds segmentation's memory and store at any size)."""
+    return params.model_copy(update={"size": params.segment_size}) if params.size > params.segment_size else None
 
 
 @dataclass(frozen=True)
@@ -200,21 +210,27 @@ class SideSource:
 
 def side_steps(side: str, source: SideSource, config: PipelineConfig, weights_id: str) -> list[Step]:
     """load -> features -> cluster_layer per layer -> backprop_clusters per layer -> fuse_segmentation;
-    the last step is the side's regions. ``weights_id``: see ``features_spec``."""
+    the first step is the side's working-size image, the last its regions. Above ``load.segment_size``
+    a second, smaller load step feeds segmentation (its masks are carried up by the stages that read
+    them). ``weights_id``: see ``features_spec``."""
     load_params = config.params("load", side)
-    loaded = _step(load_spec(load_params, source.pixels), [], path=source.path, params=load_params, side=side)
+    working = _step(load_spec(load_params, source.pixels), [], path=source.path, params=load_params, side=side)
+    loads = [working]
+    if (small := segmentation_load(load_params)) is not None:
+        loads.append(_step(load_spec(small, source.pixels), [], path=source.path, params=small, side=side))
+    loaded = loads[-1]  # the image segmentation works on
     fuse = config.params("fuse_segmentation", side)
     if fuse.k == 1 or fuse.labels:  # the whole image, or regions drawn by hand: nothing to segment
         drawn = source.labels if fuse.labels else None
         regions = _step(fuse_segmentation_spec(fuse, {}, loaded.key, drawn), [loaded], indicator_keys={},
                         image_key=loaded.key, params=fuse, side=side)
-        return [loaded, regions]
+        return [*loads, regions]
     feats_params = config.params("features", side)
     cluster = config.params("cluster_layer", side)
     backprop = config.params("backprop_clusters", side)
     feats = _step(features_spec(feats_params, loaded.key, weights_id), [loaded], image_key=loaded.key,
                   params=feats_params, side=side)
-    steps, indicators = [loaded, feats], {}
+    steps, indicators = [*loads, feats], {}
     for layer in cluster.layers or ["rgb", *feats_params.layers]:
         source = loaded if layer == "rgb" else feats
         clusters = _step(cluster_layer_spec(cluster, layer, source.key), [source], layer=layer,

@@ -222,5 +222,5 @@ def region_style_distances(vgg, output, content_masks, style, style_masks, layer
             for layer in layers:
                 target = Region(resize_masks(torch.tensor(style_masks[s:s + 1]), fs[layer].shape[-2:])[0])
                 region = Region(resize_masks(torch.tensor(content_masks[r:r + 1]), fo[layer].shape[-2:])[0])
-                d[r, s] += float(GramLoss(fs[layer][0], target)(fo[layer][0], region)) / len(layers)
+                d[r, s] += float(GramLoss(*target.statistics(fs[layer][0]))(*region.statistics(fo[layer][0]))) / len(layers)
     return d

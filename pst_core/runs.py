@@ -13,6 +13,7 @@ from .errors import ConfigError, describe_error
 from .imageio import check_pixel_count, pixel_digest, read_image, working_shape
 from .labels import check_fits, labels_role, read_labels
 from .plan import Plan, SideSource, StageOutcome, needs_network, pair_steps, side_steps
+from .style import plan_transfer
 from .store import ArtifactStore
 from .vgg import LAYER_STRIDE, load_vgg, resolve_device, weights_id
 
@@ -108,16 +109,23 @@ def check_inputs(images: dict[str, ImageFacts], drawn: dict[str, LabelFacts], co
     """The parameters against the images (and label images, ``drawn``) they will run on."""
     regions = {side: drawn[side].count if side in drawn else config.params("fuse_segmentation", side).k
                for side in SIDES}
+    shapes = {}
     for side, facts in images.items():
+        load = config.params("load", side)
         if min(facts.height, facts.width) < MIN_SIDE:
             raise ConfigError(f"{side} image {facts.path!r}: {facts.width}x{facts.height} is too small "
                               f"(at least {MIN_SIDE} px on each side)")
+        shapes[side] = working_shape(facts.height, facts.width, load.size)
         if side in drawn:
             check_fits(drawn[side], (facts.height, facts.width), labels_role(side))
         else:
-            shape = working_shape(facts.height, facts.width, config.params("load", side).size)
-            _check_cluster_sizes(side, shape, config)
+            segmented = working_shape(facts.height, facts.width, min(load.size, load.segment_size))
+            _check_cluster_sizes(side, segmented, config)
     _check_mapping(config, regions)
+    if set(shapes) == set(SIDES):  # the memory guard: refused here rather than killed by the kernel later
+        carried = any(config.params("load", side).size > config.params("load", side).segment_size for side in SIDES)
+        plan_transfer(shapes["content"], shapes["style"], regions["content"], regions["style"], config.style_transfer,
+                      masks_carried=carried)
     palette = config.unnormalize.palette
     direction = resolve(config.color_normalize.method, config.color_normalize.direction, palette)[1]
     if config.color_normalize.regions and direction == "style_to_content" and palette == "style":
@@ -126,7 +134,8 @@ def check_inputs(images: dict[str, ImageFacts], drawn: dict[str, LabelFacts], co
 
 
 def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConfig) -> None:
-    """Every clustered layer must have at least K pixels at the working size."""
+    """Every clustered layer must have at least K pixels at the size segmentation works at (``shape``:
+    the working size, or load.segment_size where that is smaller)."""
     features = config.params("features", side)
     clusters = config.params("cluster_layer", side)
     fuse = config.params("fuse_segmentation", side)
@@ -141,7 +150,7 @@ def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConf
         pixels = max(1, shape[0] // stride) * max(1, shape[1] // stride)
         if clusters.k > pixels:
             raise ConfigError(f"{side}.cluster_layer.k={clusters.k} is more than the {pixels} pixels of layer "
-                              f"{layer} at load.size={config.params('load', side).size}")
+                              f"{layer} at {shape[1]}x{shape[0]} px (load.size, at most load.segment_size)")
     if fuse.k > shape[0] * shape[1]:
         raise ConfigError(f"{side}.fuse_segmentation.k={fuse.k} is more than the image's {shape[0] * shape[1]} pixels")
 

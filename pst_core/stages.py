@@ -28,6 +28,7 @@ from .plan import (STAGE_VERSIONS, KeySpec, MappingNet, StageOutcome, Step, back
                    stage_key, style_transfer_spec, unnormalize_spec)
 from .progress import report_progress
 from .store import ArrayOut, ArtifactStore
+from .tiles import forward
 from .vgg import load_vgg, strict_cuda_numerics, weights_id
 
 
@@ -104,7 +105,7 @@ def color_normalize(store: ArtifactStore, content_key: str, style_key: str, para
         if not params.regions:
             normalised = normalize_pair(content, style, method, direction, max_gain=params.max_gain)
             return _normalised_arrays(*normalised), {"transform": normalised[2].to_attrs()}
-        masks = read_regions(store, regions[0]), read_regions(store, regions[1])
+        masks = read_regions(store, regions[0], content.shape[1:]), read_regions(store, regions[1], style.shape[1:])
         pairs = mapping
         if mapping == "auto":
             pairs = _auto_mapping(content, style, *masks, method, direction, params.max_gain, mapping_net)
@@ -129,8 +130,8 @@ def _auto_mapping(content, style, content_masks, style_masks, method, direction,
         return {c: 0 for c in range(len(content_masks))}
     content_n, style_n, _ = normalize_pair(content, style, method, direction, max_gain=max_gain)
     vgg = load_vgg(net.weights, net.seed).with_pooling(net.pooling)
-    with torch.no_grad():
-        features = [vgg(_tensor(image)[None], [net.layer])[net.layer][0] for image in (content_n, style_n)]
+    # In tiles at large sizes: the same activations, within bounded memory.
+    features = [forward(vgg, _tensor(image)[None], [net.layer])[net.layer][0] for image in (content_n, style_n)]
     return map_regions(content_masks, style_masks, "auto", content_features=features[0], style_features=features[1])
 
 
@@ -255,8 +256,12 @@ def _regions_arrays(regions: np.ndarray) -> dict[str, ArrayOut]:
             "labels": ArrayOut(labels, ("y", "x"))}
 
 
-def read_regions(store: ArtifactStore, fuse_key: str) -> np.ndarray:
-    return store.open("fuse_segmentation", fuse_key).array("regions")
+def read_regions(store: ArtifactStore, fuse_key: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The soft regions (K, h, w), carried up to ``shape`` when given (segmentation may work smaller)."""
+    from .segmentation_output import regions_at_size
+
+    regions = store.open("fuse_segmentation", fuse_key).array("regions")
+    return regions if shape is None else regions_at_size(regions, tuple(shape))
 
 
 # -- 7. style_transfer -----------------------------------------------------------------------------

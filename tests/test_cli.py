@@ -68,6 +68,15 @@ def test_run_draws_a_progress_bar_then_the_stage_table(images, populated_store, 
     assert "style_transfer              pair" in out and "computed" in out and "finished in" in out
 
 
+def test_progress_bar_says_when_the_transfer_runs_in_tiles(images, populated_store, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
+                 str(populated_store), *SETS, "--set", "style_transfer.iterations=3",
+                 "--set", "style_transfer.tile_size=16"]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/3" in last and "40x32 px in 16 px tiles, L-BFGS history 3" in last, last
+
+
 def test_json_run_is_quiet_on_stderr(images, populated_store, tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store",
@@ -93,6 +102,8 @@ def bad_files(tmp_path):
     (["run", "{content}", "{style}", "--set", "cluster_layer.k=0"], "cluster_layer.k"),
     (["run", "{content}", "{style}", "--set", "fuse_segmentation.k=0"], "fuse_segmentation.k"),
     (["segment", "{content}", "--regions", "0"], "--regions"),
+    (["run", "{content}", "{style}", "--set", "style_transfer.memory_budget=0.5"], "style_transfer.memory_budget"),
+    (["run", "{content}", "{style}", "--set", "style_transfer.tile_size=100"], "multiple of 16"),
 ])
 def test_bad_input_exits_2_with_one_line_and_store_unchanged(args, message, bad_files, images, populated_store,
                                                              tmp_path, capsys):

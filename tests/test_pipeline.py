@@ -152,3 +152,21 @@ def test_region_aware_colour_normalisation(images, tmp_path):
     assert entry.attrs["transform"]["regions"] is True
     assert set(entry.attrs["inputs"]) == {"content", "style", "content_regions", "style_regions"}
     assert entry.array("transform_matrix").shape[0] == 2  # one transform per content region
+
+
+def test_segmentation_works_at_segment_size_and_masks_are_carried_up(images, tmp_path):
+    """Above load.segment_size the segmentation stages read a smaller load entry (their memory and
+    store stay bounded at any working size); colour normalisation and the transfer carry the masks up."""
+    result = _run(images, str(tmp_path), ["load.segment_size=24", "color_normalize.regions=true",
+                                          "style_transfer.mapping=overlap"], out=str(tmp_path / "out.png"))
+    store = ArtifactStore(str(tmp_path))
+    loads = [store.open("load", s["key"]).array("image").shape for s in result["stages"] if s["stage"] == "load"]
+    assert sorted(loads) == [(3, 19, 24), (3, 19, 24), (3, 32, 40), (3, 32, 40)]
+    for s in result["stages"]:
+        if s["stage"] == "fuse_segmentation":
+            assert stages.read_regions(store, s["key"]).shape[1:] == (19, 24)
+        if s["stage"] == "features":
+            assert store.open("features", s["key"]).array("relu1_1").shape[1:] == (19, 24)
+    from PIL import Image
+
+    assert np.asarray(Image.open(tmp_path / "out.png")).shape == (32, 40, 3)

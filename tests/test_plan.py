@@ -43,6 +43,33 @@ def test_a_changed_parameter_plans_that_stage_and_what_reads_it(images, tmp_path
         ("color_normalize", None), ("style_transfer", None), ("unnormalize", None)}  # colours per region pair
 
 
+def test_segmentation_at_segment_size_is_planned_and_its_keys_are_the_ones_written(images, tmp_path):
+    """Above load.segment_size each side plans a second, smaller load that segmentation reads; the load
+    key leaves segment_size out (the working-size entry is the one it always was); the transfer's new
+    parameters are in its key."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    plan = preflight(store, _pair(images), build_config(sets=[*FAST, "fuse_segmentation.k=1", "load.segment_size=24"]))
+    loads = [step for step in plan.steps if step.stage == "load"]
+    assert [(s.side, s.args["params"].size) for s in loads] == [("content", 40), ("content", 24),
+                                                                  ("style", 40), ("style", 24)]
+    fused = [step for step in plan.steps if step.stage == "fuse_segmentation"]
+    assert [dict(f.needs)["load"] for f in fused] == [loads[1].key, loads[3].key]
+    assert len(plan.missing) == len(plan.steps) == 9
+    outcomes = stages.run_steps(store, plan.missing, plan.device)  # run_step checks each key as planned
+    assert [o.key for o in outcomes] == [step.key for step in plan.steps]
+
+    def keys(*sets):
+        return {(s.stage, s.side): s.key
+                for s in preflight(store, _pair(images), build_config(sets=[*FAST, "fuse_segmentation.k=1", *sets])).steps}
+
+    plain = keys()
+    assert plain == keys("load.segment_size=40")  # segment_size at or above load.size changes nothing
+    assert plain[("load", "content")] == loads[0].key
+    for changed in ("style_transfer.memory_budget=16", "style_transfer.tile_size=32", "style_transfer.fine_size=512",
+                    "style_transfer.fine_iterations=10"):
+        assert keys(changed)[("style_transfer", None)] != plain[("style_transfer", None)], changed
+
+
 def test_the_colour_key_holds_what_the_colour_stage_decides(images, tmp_path):
     """Its key has the method and direction as resolved for the palette (auto and the same explicit
     choice share an entry), and the network that decides mapping=auto (the transfer reads its pairs)."""

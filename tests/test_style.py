@@ -109,9 +109,9 @@ def test_meancov_loss_is_zero_at_its_target_and_positive_away(vgg):
     features = vgg(torch.tensor(style)[None], ["relu1_1", "relu4_1", "relu5_1"])
     for layer, f in features.items():
         region = Region(torch.ones(f.shape[-2:]))
-        loss = MeanCovLoss(f[0], region)
-        assert abs(float(loss(f[0], region))) < 1e-3, layer
-        assert float(loss(1.1 * f[0], region)) > 5e-3, layer
+        loss = MeanCovLoss(*region.statistics(f[0]))
+        assert abs(float(loss(*region.statistics(f[0])))) < 1e-3, layer
+        assert float(loss(*region.statistics(1.1 * f[0]))) > 5e-3, layer
 
 
 def test_k1_is_plain_unpartitioned_transfer(vgg):
@@ -242,7 +242,7 @@ def test_per_region_style_layers(vgg):
     fx, fs = vgg(x, ["relu2_1"])["relu2_1"][0], vgg(s, ["relu2_1"])["relu2_1"][0]
     size = fx.shape[-2:]
     region, target = (Region(resize_masks(torch.tensor(m[:1]), size)[0]) for m in (cm, sm))
-    want = 2.0 * GramLoss(fs, target)(fx, region)  # one active region, one layer
+    want = 2.0 * GramLoss(*target.statistics(fs))(*region.statistics(fx))  # one active region, one layer
     assert torch.allclose(got, want, rtol=1e-5)
 
 
