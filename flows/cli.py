@@ -218,7 +218,8 @@ def _demo_weights() -> tuple[str, str]:
     from pst_core.vgg import load_vgg
 
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub announces the download attempt
+        # torch.hub announces the download attempt on stdout: a probe that may fail should not.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             load_vgg("imagenet")
         return "imagenet", "pretrained, torchvision's IMAGENET1K_V1"
     except ConfigError:
