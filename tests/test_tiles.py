@@ -72,8 +72,11 @@ def test_tiled_loss_and_gradient_equal_the_whole_images(vgg, loss, layers, tile)
     assert len(tiled._tiles((96, 96))) >= 4
     for _ in range(2):  # tile edges move between evaluations; the result does not
         got, got_grad = tiled.value_and_grad(x)
+        # The mean+covariance loss counts eigenvalues under its rounding floor as zero: one that lies
+        # near the floor can fall either side of it in the two sums (a jump of about 1e-5 relative).
+        rtol = 1e-5 if loss == "gram" else 1e-4
         for name in ("total", "content", "style", "tv"):
-            assert torch.allclose(got[name], want[name], rtol=1e-5, atol=1e-7), (name, got[name], want[name])
+            assert torch.allclose(got[name], want[name], rtol=rtol, atol=1e-7), (name, got[name], want[name])
         # Gram statistics agree to rounding (1e-7); the mean+covariance loss takes square roots of
         # covariance eigenvalues near zero (deep layers have fewer pixels than channels at 96 px),
         # which amplifies rounding to about 1e-4 in either way of computing it.
@@ -116,8 +119,9 @@ def test_tiled_output_has_no_seams(vgg, monkeypatch):
     content, cm = disk_scene(64)
     style, sm = two_texture_style(64)
     # 16 px tiles: every line of the 16 px grid is a tile edge at every evaluation.
+    # No TV: smoothing would hide seams as well as pixel grain, and the halo-less control would pass.
     params = StyleTransferParams(iterations=20, min_size=0, tile_size=16, style_layers=SHALLOW,
-                                 content_layers=["relu3_1"], mapping={0: 0, 1: 1})
+                                 content_layers=["relu3_1"], mapping={0: 0, 1: 1}, tv_weight=0.0)
     tiled = transfer(content, style, cm, sm, vgg, params)
     assert tiled.plans[0].tile == 16
     assert abs(_seam_z(tiled.image)) < 2.5
