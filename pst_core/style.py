@@ -284,6 +284,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     iteration = 0
     x = None
     for scale, ((size, s_size, steps), plan) in enumerate(zip(schedule, plans)):
+        snapshots_here = bool(params.snapshot_every) and scale == len(schedule) - 1  # output's size only
         c, s = _resize(c_full, size), _resize(s_full, s_size)
         cm, sm = resize_masks(cm_full, size), resize_masks(sm_full, s_size)
         objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale)
@@ -330,7 +331,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
             result.history.append(entry)
             if progress:
                 progress(entry)
-            if params.snapshot_every and iteration % params.snapshot_every == 0 and scale == len(schedule) - 1:
+            if snapshots_here and iteration % params.snapshot_every == 0:
                 image = torch.clamp(average.get(compose()) if average else compose(), low, high)
                 image = image[0].cpu().numpy()
                 result.snapshots.append((iteration, image))
