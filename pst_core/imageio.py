@@ -98,8 +98,3 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     Image.fromarray(pixels).save(tmp, format=Image.registered_extensions().get(file.suffix.lower(), "PNG"))
     os.replace(tmp, file)
 
-
-def save_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint8)).save(file)
