@@ -23,16 +23,16 @@ from .config import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, F
 from .imageio import pixel_digest, read_image, resize, working_shape
 from .mapping import map_regions
 from .store import ArrayOut, ArtifactStore, key_digest
-from .vgg import load_vgg, strict_cuda_numerics, weights_fingerprint
+from .vgg import load_vgg, reflected_features, strict_cuda_numerics, weights_fingerprint
 
 # Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
 STAGE_VERSIONS = {
     "load": 1,
     "color_normalize": 3,  # 2: covariance floor and bounded gain; 3: decides the region pairs
-    "features": 1,
-    "cluster_layer": 1,
-    "backprop_clusters": 2,
-    "fuse_segmentation": 2,
+    "features": 2,  # 2: the image mirrored outwards before the network (no border responses)
+    "cluster_layer": 2,  # 2: VGG layers clustered by their local energy (texture window)
+    "backprop_clusters": 3,  # 3: the head pools activations into local energy before it applies
+    "fuse_segmentation": 3,  # 3: per-image confidence weights of layers and colour
     "style_transfer": 3,  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
     "unnormalize": 1,
 }
@@ -208,7 +208,7 @@ def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side:
     def compute():
         net = load_vgg(params.weights, params.seed, device)
         with torch.no_grad():
-            acts = net(_tensor(_image(store, image_key), device)[None], params.layers)
+            acts = reflected_features(net, _tensor(_image(store, image_key), device)[None], params.layers)
         arrays = {}
         for layer, act in acts.items():
             data = act[0].float().cpu().numpy()
@@ -231,17 +231,14 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
     (layer ``rgb``, ``source_key`` = load entry)."""
     from .backprop import colour_features
-    from .maxent import maxent_cluster
+    from .segmentation import cluster_features
 
     def compute():
         if layer == "rgb":
             feats = colour_features(_tensor(_image(store, source_key)))
         else:
             feats = _tensor(store.open("features", source_key).array(layer))
-        head, probs, history = maxent_cluster(
-            feats, params.k, iterations=params.iterations,
-            entropy_weight=params.entropy_weight, balance_weight=params.balance_weight,
-            smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed)
+        head, probs, history = cluster_features(feats, layer, params)
         arrays = {"probs": ArrayOut(probs.detach().numpy(), ("cluster", "y", "x")),
                   "loss": ArrayOut(np.asarray(history, np.float32), ("iteration",)),
                   **_small_arrays("head_", head.to_arrays())}
@@ -292,11 +289,8 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
             return _regions_arrays(regions), {}
         indicators = {layer: _tensor(store.open("backprop_clusters", key).array("indicators"))
                       for layer, key in indicator_keys.items()}
-        head, regions = fuse_indicators(
-            indicators, k=params.k, layer_weights=params.layer_weights, iterations=params.iterations,
-            entropy_weight=params.entropy_weight, balance_weight=params.balance_weight,
-            smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed,
-            image=_tensor(_image(store, image_key)), colour_weight=params.colour_weight)
+        head, regions = fuse_indicators(indicators, image=_tensor(_image(store, image_key)),
+                                        **params.model_dump(exclude={"labels"}))
         return {**_regions_arrays(regions.detach().numpy()), **_small_arrays("head_", head.to_arrays())}, {}
 
     inputs = {"image": image_key}
