@@ -1,11 +1,19 @@
-"""Segmentation benchmark: our max-entropy segmentation against three baselines on a labelled folder.
+"""Segmentation benchmark: our max-entropy segmentation against three baselines, on three sets.
 
-Score per image and K: the best IoU between the ground-truth foreground and any union of the
-predicted regions (hard labels), so a method is not penalised for splitting the foreground.
+- photos: a labelled folder (default ../shared/data/seg_dev, foreground masks). Score per image and
+  K: the best IoU between the foreground and any union of the predicted regions (hard labels), so a
+  method is not penalised for splitting the foreground.
+- texture: mosaics built in code (pst_core.synthetic.texture_set): 2 to 4 regions sharing mean
+  colour and contrast, told apart by structure alone. colour: the same layouts, one texture
+  throughout, a different mean colour per region. Scored at K=2 and K=K_true: the true regions are
+  merged into at most K groups in the way that fits best (at K=2 a 4-region mosaic may be split
+  along any of its boundaries), and the score is the mean over groups of the group's best-union IoU.
+- demo: the demo's style image (examples/style.png), whose two halves are the truth, at K=2.
 Baselines: k-means on RGB, k-means on CIE Lab (both k-means++ seeded, Lloyd to convergence), and a
 fixed centred ellipse (semi-axes a third of the width and height) that looks at no pixel.
 
-    PYTHONPATH=. python benchmarks/segmentation.py --size 256 --k 2,3,4 [--ablation] [--json out.json]
+    PYTHONPATH=. python benchmarks/segmentation.py --size 256 --set features.weights=random
+        [--sets photos,texture,colour,demo] [--k 2,3,4] [--ablation] [--per-image] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pst_core.backprop import colour_features  # noqa: E402
 from pst_core.config import build_config  # noqa: E402
 from pst_core.presets import PRESETS  # noqa: E402
 from pst_core.segmentation import cluster_layers, fuse_regions, layer_indicators  # noqa: E402
+from pst_core.synthetic import colour_set, texture_set  # noqa: E402
 from pst_core.vgg import load_vgg  # noqa: E402
 
 # What each part contributes: each variant is the preset plus these --set assignments.
@@ -41,6 +50,9 @@ ABLATIONS: dict[str, list[str]] = {
     "fuse: no raw colour": ["fuse_segmentation.colour_weight=0"],
     "fuse: no raw colour, clustered colour x3": ["fuse_segmentation.colour_weight=0",
                                                  "fuse_segmentation.layer_weights={\"rgb\": 3}"],
+    "raw activations (window 0)": ["cluster_layer.window=0"],
+    "fuse: no confidence weights": ["fuse_segmentation.auto_weights=false"],
+    "fuse: coords weight 1": ["fuse_segmentation.coords_weight=1"],
     "fuse: no smoothness": ["fuse_segmentation.smoothness=0"],
     "fuse: no coordinates": ["fuse_segmentation.coords_weight=0"],
     "200 iterations": ["cluster_layer.iterations=200", "fuse_segmentation.iterations=200"],
@@ -73,6 +85,28 @@ def best_union_iou(labels: torch.Tensor, truth: torch.Tensor, k: int) -> float:
     return best
 
 
+def set_partitions(n: int, groups: int):
+    """Every way to merge labels 0..n-1 into exactly ``groups`` non-empty groups (lists of labels)."""
+    for assign in itertools.product(range(groups), repeat=n):
+        # canonical: group g first appears before group g+1, so each partition comes once
+        if sorted(set(assign)) == list(range(groups)) and all(
+                assign.index(g) < assign.index(g + 1) for g in range(groups - 1)):
+            yield [[label for label in range(n) if assign[label] == g] for g in range(groups)]
+
+
+def mosaic_iou(labels: torch.Tensor, truth: torch.Tensor, k: int) -> float:
+    """Mean best-union IoU of the true regions, merged into at most k groups in the best way."""
+    n = int(truth.max()) + 1
+    cache: dict[tuple, float] = {}
+
+    def group_iou(group: list[int]) -> float:
+        if tuple(group) not in cache:
+            cache[tuple(group)] = best_union_iou(labels, torch.isin(truth, torch.tensor(group)), k)
+        return cache[tuple(group)]
+
+    return max(float(np.mean([group_iou(g) for g in part])) for part in set_partitions(n, min(k, n)))
+
+
 def kmeans(points: torch.Tensor, k: int, seed: int = 0, steps: int = 100) -> torch.Tensor:
     """Labels of the rows of points (N, D): k-means++ seeding, Lloyd until no label changes."""
     gen = torch.Generator().manual_seed(seed)
@@ -102,31 +136,103 @@ def baseline_labels(name: str, image: torch.Tensor, k: int) -> torch.Tensor:
     return ((ys / (2 / 3)) ** 2 + (xs / (2 / 3)) ** 2 <= 1).long()  # ellipse: 2 regions whatever k
 
 
-def run_ours(config, pairs, ks, vgg) -> tuple[dict[int, list[float]], list[float]]:
-    scores: dict[int, list[float]] = {k: [] for k in ks}
-    seconds = []
-    for image, truth in pairs:
+class Case:
+    """One image of a set: its pixels, its truth, the Ks it is scored at and how."""
+
+    def __init__(self, name: str, image: torch.Tensor, truth: torch.Tensor, ks: list[int], mosaic: bool):
+        self.name, self.image, self.truth, self.ks, self.mosaic = name, image, truth, ks, mosaic
+
+    def score(self, labels: torch.Tensor, k: int) -> float:
+        if self.mosaic:
+            return mosaic_iou(labels, self.truth, k)
+        return best_union_iou(labels, self.truth, max(k, 2))
+
+
+def photo_cases(data: str, size: int, ks: list[int], limit: int) -> list[Case]:
+    paths = sorted(p for p in Path(data).glob("*.png") if not p.name.endswith(".mask.png"))
+    paths = paths[:limit] if limit else paths
+    return [Case(p.stem, *load_pair(p, size), ks, False) for p in paths]
+
+
+def mosaic_cases(which: str, size: int, count: int) -> list[Case]:
+    build = texture_set if which == "texture" else colour_set
+    cases = []
+    for i, (image, labels) in enumerate(build(size, count)):
+        n = int(labels.max()) + 1
+        cases.append(Case(f"{which}{i:02d}", torch.from_numpy(image), torch.from_numpy(labels), [2, n], True))
+    return cases
+
+
+def demo_cases(size: int) -> list[Case]:
+    """The demo's style image (examples/style.png): waves on top, a dot lattice below, K=2."""
+    image = Image.open(ROOT / "examples" / "style.png").convert("RGB").resize((size, size), Image.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+    truth = (torch.arange(size) >= size // 2).long()[:, None].expand(size, size)
+    return [Case("style.png", pixels, truth, [2], True)]
+
+
+def run_ours(config, cases: list[Case], vgg) -> tuple[list[list[float]], list[float]]:
+    """Scores (per case, per its ks) and seconds per image (all layers + the fusion at its largest K)."""
+    scores, seconds = [], []
+    for case in cases:
         start = time.perf_counter()
-        indicators = layer_indicators(image, vgg, config.features.layers, config.cluster_layer,
+        indicators = layer_indicators(case.image, vgg, config.features.layers, config.cluster_layer,
                                       config.backprop_clusters)
         shared = time.perf_counter() - start
-        for k in ks:
+        row = []
+        for k in case.ks:
             start = time.perf_counter()
-            regions = fuse_regions(indicators, config.fuse_segmentation.model_copy(update={"k": k}), image)
-            if k == max(ks):
+            regions = fuse_regions(indicators, config.fuse_segmentation.model_copy(update={"k": k}), case.image)
+            if k == max(case.ks):
                 seconds.append(shared + time.perf_counter() - start)
-            scores[k].append(best_union_iou(regions.argmax(0), truth, k))
+            row.append(case.score(regions.argmax(0), k))
+        scores.append(row)
     return scores, seconds
+
+
+def run_baseline(name: str, cases: list[Case]) -> tuple[list[list[float]], list[float]]:
+    scores, seconds = [], []
+    for case in cases:
+        row = []
+        for k in case.ks:
+            start = time.perf_counter()
+            labels = baseline_labels(name, case.image, k)
+            if k == max(case.ks):
+                seconds.append(time.perf_counter() - start)
+            row.append(case.score(labels, k))
+        scores.append(row)
+    return scores, seconds
+
+
+def print_table(title: str, columns: list[str], results: dict[str, dict], cases: list[Case], per_image: bool) -> None:
+    print(f"\n{title}: {len(cases)} images")
+    if per_image:
+        for i, case in enumerate(cases):
+            row = "  ".join(f"{name.strip()[:14]:>14} " + " ".join(f"{v:.2f}" for v in r["iou"][i])
+                            for name, r in results.items() if not name.startswith("  "))
+            print(f"{case.name:>12}  {row}")
+    print(f"{'method':<28}" + "".join(f"  {c:<6}" for c in columns) + "  s/image")
+    for name, r in results.items():
+        means = np.mean(np.asarray(r["iou"]), 0)
+        print(f"{name:<28}" + "".join(f"  {m:.3f} " for m in means) + f"  {np.mean(r['seconds']):.2f}")
+    if len(cases) < 2:
+        return
+    ours, lab = next(iter(results.values())), results["kmeans-lab"]
+    diff = np.asarray(ours["iou"])[:, -1] - np.asarray(lab["iou"])[:, -1]
+    print(f"{columns[-1]}, ours against k-means Lab: {int((diff > 1e-3).sum())} wins, {int((diff < -1e-3).sum())} "
+          f"losses, mean {diff.mean():+.3f} (standard error {diff.std(ddof=1) / np.sqrt(len(diff)):.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "seg_dev"))
+    ap.add_argument("--sets", default="photos,texture,colour,demo", help="comma-separated: photos, texture, colour, demo")
     ap.add_argument("--size", type=int, default=256, help="longer side in pixels")
-    ap.add_argument("--k", default="2,3,4", help="comma-separated numbers of final regions")
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
+    ap.add_argument("--k", default="2,3,4", help="comma-separated numbers of final regions (photos)")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
+    ap.add_argument("--count", type=int, default=24, help="mosaics in the texture and colour sets")
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="stage.param=value (repeatable)")
+    ap.add_argument("--set", dest="assignments", action="append", default=[], help="stage.param=value (repeatable)")
     ap.add_argument("--ablation", action="store_true", help="also run the preset with each part changed")
     ap.add_argument("--per-image", action="store_true", help="print every image's scores")
     ap.add_argument("--json", help="write all scores to this file")
@@ -134,46 +240,39 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     ks = [int(k) for k in args.k.split(",")]
-    paths = sorted(p for p in Path(args.data).glob("*.png") if not p.name.endswith(".mask.png"))
-    paths = paths[: args.limit] if args.limit else paths
-    pairs = [load_pair(p, args.size) for p in paths]
     preset = lambda: copy.deepcopy(PRESETS[args.preset])  # noqa: E731  (build_config mutates nested dicts)
-    base = build_config(preset(), args.sets)
+    base = build_config(preset(), args.assignments)
     vgg = load_vgg(base.features.weights, base.features.seed)
-    print(f"{len(pairs)} images from {args.data} at {args.size} px; preset {args.preset} {args.sets}; "
+    print(f"{args.size} px; preset {args.preset} {args.assignments}; "
           f"layers {cluster_layers(base.cluster_layer, base.features.layers)}; weights {base.features.weights}")
-
-    results: dict[str, dict] = {}
     variants = {f"ours ({args.preset})": base}
     if args.ablation:
-        variants.update({f"  {name}": build_config(preset(), [*args.sets, *sets])
+        variants.update({f"  {name}": build_config(preset(), [*args.assignments, *sets])
                          for name, sets in ABLATIONS.items()})
-    for name, config in variants.items():
-        scores, seconds = run_ours(config, pairs, ks, vgg)
-        results[name] = {"iou": scores, "seconds": seconds, "names": [p.stem for p in paths]}
-    for name in ("kmeans-rgb", "kmeans-lab", "ellipse"):
-        scores, seconds = {k: [] for k in ks}, []
-        for image, truth in pairs:
-            for k in ks:
-                start = time.perf_counter()
-                labels = baseline_labels(name, image, k)
-                if k == max(ks):
-                    seconds.append(time.perf_counter() - start)
-                scores[k].append(best_union_iou(labels, truth, max(k, 2)))
-        results[name] = {"iou": scores, "seconds": seconds, "names": [p.stem for p in paths]}
 
-    if args.per_image:
-        for i, path in enumerate(paths):
-            row = "  ".join(f"{name.strip()[:14]:>14} " + " ".join(f"{r['iou'][k][i]:.2f}" for k in ks)
-                            for name, r in results.items() if not name.startswith("  "))
-            print(f"{path.stem:>12}  {row}")
-    header = f"{'method':<28}" + "".join(f"  K={k:<4}" for k in ks) + "  s/image"
-    print(header)
-    for name, r in results.items():
-        print(f"{name:<28}" + "".join(f"  {np.mean(r['iou'][k]):.3f} " for k in ks)
-              + f"  {np.mean(r['seconds']):.2f}")
+    everything: dict[str, dict] = {}
+    for which in args.sets.split(","):
+        if which == "photos":
+            cases, columns = photo_cases(args.data, args.size, ks, args.limit), [f"K={k}" for k in ks]
+        elif which == "demo":
+            cases, columns = demo_cases(args.size), ["K=2"]
+        elif which in ("texture", "colour"):
+            cases, columns = mosaic_cases(which, args.size, args.count), ["K=2", "K=Kt"]
+        else:
+            raise SystemExit(f"--sets: unknown set {which!r} (photos, texture, colour, demo)")
+        results: dict[str, dict] = {}
+        for name, config in variants.items():
+            scores, seconds = run_ours(config, cases, vgg)
+            results[name] = {"iou": scores, "seconds": seconds}
+        for name in ("kmeans-rgb", "kmeans-lab", "ellipse"):
+            scores, seconds = run_baseline(name, cases)
+            results[name] = {"iou": scores, "seconds": seconds}
+        for r in results.values():
+            r["names"] = [case.name for case in cases]
+        print_table(which, columns, results, cases, args.per_image)
+        everything[which] = results
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(everything, indent=1))
     return 0
 
 

@@ -149,7 +149,8 @@ def _print_stages(stages: list[dict]) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
-    from pst_core.imageio import read_image, save_labels
+    from pst_core.imageio import read_image
+    from pst_core.labels import save_labels
     from pst_core.segmentation_output import regions_at_size
     from pst_core.stages import read_regions
     from pst_core.store import ArtifactStore
@@ -338,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment one image into K regions")
     seg.add_argument("image")
     seg.add_argument("--regions", type=int, default=3, help="K, the number of regions (default 3)")
-    seg.add_argument("--out", required=True, help="uint8 label image (PNG) at the input's resolution")
+    seg.add_argument("--out", required=True, help="label image (palette PNG: index = region, one colour each) "
+                                               "at the input's resolution")
     seg.add_argument("--soft-out", help="also write the soft masks (K, H, W) as .npy")
     seg.add_argument("--json", action="store_true")
     common(seg)

@@ -6,13 +6,13 @@ chroma, and k-means on Lab beats k-means on RGB on our labelled set. The head st
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
 from .maxent import ClusterHead
+from .texture import gaussian_blur, normalise
+from .vgg import reflected_features
 
 _SRGB_TO_XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
                              [0.2126729, 0.7151522, 0.0721750],
@@ -34,35 +34,13 @@ def layer_features(image: torch.Tensor, vgg, layer: str) -> torch.Tensor:
     """The features cluster_layer clusters: (C, h, w) activations of ``layer``, or Lab for 'rgb'."""
     if layer == "rgb":
         return colour_features(image)
-    return vgg(image[None], [layer])[layer][0]
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (K, H, W) maps, reflecting at the borders."""
-    if sigma <= 0:
-        return maps
-    radius = min(int(math.ceil(3 * sigma)), maps.shape[-2] - 1, maps.shape[-1] - 1)
-    if radius < 1:
-        return maps
-    t = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = maps[:, None]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return x[:, 0]
-
-
-def _normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Per-pixel distribution over K; a pixel with no evidence at all becomes uniform."""
-    maps = maps.clamp_min(0) + 1e-12
-    return maps / maps.sum(0, keepdim=True)
+    return reflected_features(vgg, image[None], [layer])[layer][0]
 
 
 def _vjp_maps(image: torch.Tensor, vgg, layer: str, head: ClusterHead) -> torch.Tensor:
     """|d(sum_x p_k(x)) / d image| summed over colour channels, for every k at once."""
     x = image.detach().float().clone().requires_grad_(True)
-    p = head.probs(vgg(x[None], [layer])[layer][0])
+    p = head.probs(reflected_features(vgg, x[None], [layer])[layer][0])
     mass = p.sum((1, 2))
     # One batched backward (vmap over the K one-hot cotangents) reuses the single forward graph.
     (grads,) = torch.autograd.grad(mass, x, torch.eye(head.k, device=x.device),
@@ -93,4 +71,4 @@ def backprop_indicators(image: torch.Tensor, vgg, layer: str, head: ClusterHead,
         maps = _vjp_maps(image, vgg, layer, head)
     else:
         raise ConfigError(f"backprop_clusters.method: unknown method {method!r} (vjp or upsample)")
-    return _normalise(gaussian_blur(maps.detach(), blur))
+    return normalise(gaussian_blur(maps.detach(), blur))

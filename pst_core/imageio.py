@@ -121,8 +121,3 @@ def image_source(path: str | os.PathLike) -> str | None:
     except (OSError, SyntaxError, ValueError):
         return None
 
-
-def save_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint8)).save(file)

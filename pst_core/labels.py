@@ -1,23 +1,49 @@
 """Regions drawn by hand: a label image (one flat colour per region) instead of automatic segmentation.
 
 Regions are numbered by sorting the distinct colours (grey levels ascending; colours by red, then
-green, then blue), so a grey PNG holding 0, 1, 2 gives regions 0, 1, 2.
+green, then blue), so a grey PNG holding 0, 1, 2 gives regions 0, 1, 2. ``pst segment`` writes a
+palette PNG whose indices are the region numbers and whose colours sort in index order, so it reads
+back with the same numbering, also after a paint program has saved it as RGB.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .errors import InputError
 from .imageio import read_image
 
 MAX_LABELS = 64  # as fuse_segmentation.k
 ASPECT_TOLERANCE = 0.02  # relative: a label image drawn over a resized copy still fits
+
+
+def _label_palette() -> np.ndarray:
+    """(MAX_LABELS, 3) uint8 colours in ascending (red, green, blue) order, distinct at a glance for the
+    first seven (Okabe and Ito's colour-blind-safe set), then reds of rising green for the rest."""
+    first = [(0, 114, 178), (0, 158, 115), (86, 180, 233), (204, 121, 167), (213, 94, 0), (230, 159, 0),
+             (240, 228, 66)]
+    rest = [(241 + i // 4, (40, 90, 170, 230)[i % 4], (40, 200, 90, 230)[i % 4]) for i in range(MAX_LABELS - 7)]
+    return np.array(first + rest, np.uint8)
+
+
+LABEL_PALETTE = _label_palette()
+
+
+def save_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write (H, W) region numbers as a palette PNG: index = region number, one distinct colour each."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(labels.astype(np.uint8))
+    image.putpalette(LABEL_PALETTE.ravel().tolist())  # turns the grey image into a palette image
+    image.save(file, format="PNG")
 
 
 def labels_role(side: str) -> str:

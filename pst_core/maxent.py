@@ -2,6 +2,8 @@
 
 Model: p(k|x) = softmax(W z(x) + b), z = per-channel standardised features (times optional channel
 weights), optionally followed by the pixel coordinates (y, x in [-1, 1], times ``coords_weight``).
+With ``window`` > 0 the features are first pooled into their local energy (pst_core.texture), so a
+texture is clustered by what it is rather than by its phase.
 Loss (RIM, Krause et al. 2010; IIC): - balance_weight * H(mean_x p) + entropy_weight * mean_x H(p)
 + smoothness * TV(p) [+ seed-point cross-entropy] [+ minimum-size hinge]. The first term asks for
 balanced clusters, the second for confident pixels, TV for spatially coherent ones.
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .texture import local_energy
 
 _EPS = 1e-8
 
@@ -42,6 +45,7 @@ class ClusterHead:
     weight: np.ndarray          # (K, D + 3 if coords_weight > 0 else D)
     bias: np.ndarray            # (K,)
     coords_weight: float = 0.0
+    window: float = 0.0         # local energy window, a fraction of the map's longer side (0: raw features)
 
     @property
     def k(self) -> int:
@@ -51,37 +55,43 @@ class ClusterHead:
         arrays = {name: np.asarray(getattr(self, name), dtype=np.float32)
                   for name in ("mean", "std", "channel_weight", "weight", "bias")}
         arrays["coords_weight"] = np.asarray(self.coords_weight, dtype=np.float32)
+        arrays["window"] = np.asarray(self.window, dtype=np.float32)
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ClusterHead":
         get = lambda name: np.asarray(arrays[name], dtype=np.float32)  # noqa: E731
         return cls(get("mean"), get("std"), get("channel_weight"), get("weight"), get("bias"),
-                   float(np.asarray(arrays["coords_weight"])))
+                   float(np.asarray(arrays["coords_weight"])), float(np.asarray(arrays.get("window", 0.0))))
 
-    def inputs(self, features: torch.Tensor) -> torch.Tensor:
-        """(D, H, W) raw features -> (D', H, W) head inputs (standardised, weighted, + coordinates)."""
-        f = features.float()
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """(D, H, W) raw features -> what the head standardises: their local energy, or themselves."""
+        return local_energy(features, self.window) if self.window > 0 else features.float()
+
+    def inputs(self, features: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        """(D, H, W) raw (or, with ``pooled``, already pooled) features -> (D', H, W) head inputs
+        (standardised, weighted, + coordinates)."""
+        f = features.float() if pooled else self.pooled(features)
         as_t = lambda a: torch.from_numpy(a).to(f.device).view(-1, 1, 1)  # noqa: E731
         z = (f - as_t(self.mean)) / as_t(self.std) * as_t(self.channel_weight)
         if self.coords_weight > 0:
             z = torch.cat([z, self.coords_weight * coordinates(*f.shape[1:]).to(f.device)])
         return z
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        z = self.inputs(features)
+    def logits(self, features: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        z = self.inputs(features, pooled)
         w = torch.from_numpy(self.weight).to(z.device)
         b = torch.from_numpy(self.bias).to(z.device)
         return torch.einsum("kd,dhw->khw", w, z) + b.view(-1, 1, 1)
 
-    def probs(self, features: torch.Tensor) -> torch.Tensor:
+    def probs(self, features: torch.Tensor, pooled: bool = False) -> torch.Tensor:
         """(D, H, W) -> (K, H, W), summing to 1 per pixel; differentiable wrt ``features``."""
-        return torch.softmax(self.logits(features), dim=0)
+        return torch.softmax(self.logits(features, pooled), dim=0)
 
     def permuted(self, order: list[int]) -> "ClusterHead":
         """The same head with its clusters renumbered: new cluster i is old cluster order[i]."""
         return ClusterHead(self.mean, self.std, self.channel_weight, self.weight[order].copy(),
-                           self.bias[order].copy(), self.coords_weight)
+                           self.bias[order].copy(), self.coords_weight, self.window)
 
 
 def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator, fixed: torch.Tensor | None,
@@ -138,26 +148,28 @@ def maxent_cluster(features: torch.Tensor, k: int, *, iterations: int = 200, ent
                    balance_weight: float = 1.0, smoothness: float = 0.0, coords_weight: float = 0.0,
                    lr: float = 0.05, seed: int = 0, seed_points: list[tuple[int, int, int]] | None = None,
                    min_region_size: float = 0.0, channel_weights: torch.Tensor | None = None,
-                   ) -> tuple[ClusterHead, torch.Tensor, list[float]]:
+                   window: float = 0.0) -> tuple[ClusterHead, torch.Tensor, list[float]]:
     """features (D, H, W) -> (head, probs (K, H, W) summing to 1 per pixel, loss history).
 
     seed_points: (y, x, region) in feature-map pixels; region r is then the user's region r.
     min_region_size: fraction of the image each cluster's soft mass mean_x p_k must reach.
     channel_weights: (D,) multipliers applied after standardisation (the fusion's layer weights).
+    window: cluster the features' local energy over a Gaussian window of sigma ``window`` times the
+    map's longer side (texture descriptors); 0 clusters the features themselves.
     """
     if features.dim() != 3:
         raise ConfigError(f"maxent_cluster: features must be (D, H, W), got shape {tuple(features.shape)}")
     if k * min_region_size > 1:
         raise ConfigError(f"min_region_size={min_region_size} is infeasible for k={k} clusters")
-    f = features.detach().float()
-    d, h, w = f.shape
+    d, h, w = features.shape
+    f = local_energy(features.detach(), window) if window > 0 else features.detach().float()
     flat = f.reshape(d, -1)
     mean, std = flat.mean(1), flat.std(1)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant channels carry nothing
     cw = torch.ones(d) if channel_weights is None else channel_weights.detach().float().reshape(d)
     head = ClusterHead(mean.numpy(), std.numpy(), cw.numpy(), np.zeros((k, 1), np.float32),
-                       np.zeros(k, np.float32), float(coords_weight))
-    z = head.inputs(f).reshape(-1, h * w)  # (D', N)
+                       np.zeros(k, np.float32), float(coords_weight), float(window))
+    z = head.inputs(f, pooled=True).reshape(-1, h * w)  # (D', N)
     points = [(int(y), int(x), int(r)) for y, x, r in (seed_points or [])]
     for y, x, r in points:
         if not (0 <= y < h and 0 <= x < w and 0 <= r < k):
@@ -207,4 +219,4 @@ def maxent_cluster(features: torch.Tensor, k: int, *, iterations: int = 200, ent
     if min_region_size > 0:
         bias = _enforce_min_size(weight, bias, z, min_region_size)
     head.weight, head.bias = weight.numpy().copy(), bias.numpy().copy()
-    return head, head.probs(f), history
+    return head, head.probs(f, pooled=True), history

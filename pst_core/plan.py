@@ -31,10 +31,10 @@ from .store import key_digest
 STAGE_VERSIONS = {
     "load": 1,
     "color_normalize": 3,  # 2: covariance floor and bounded gain; 3: decides the region pairs
-    "features": 1,
-    "cluster_layer": 1,
-    "backprop_clusters": 2,
-    "fuse_segmentation": 2,
+    "features": 2,  # 2: the image mirrored outwards before the network (no border responses)
+    "cluster_layer": 2,  # 2: VGG layers clustered by their local energy (texture window)
+    "backprop_clusters": 3,  # 3: the head pools activations into local energy before it applies
+    "fuse_segmentation": 3,  # 3: per-image confidence weights of layers and colour
     "style_transfer": 3,  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
     "unnormalize": 1,
 }

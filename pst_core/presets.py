@@ -2,7 +2,7 @@
 
 - ``seed``: the original system's configuration (colour + conv1_2 + conv5_4, 3 clusters each, so
   9 indicator channels fused into 3 regions; cluster backprop (vjp); full-length training with
-  balanced clusters; no smoothness, no coordinates, all layers weighted equally).
+  balanced clusters; raw activations, no smoothness, no coordinates, all layers weighted equally).
 - ``default``: our tuned defaults (those of config.py), spelled out.
 - ``imagenet``: pretrained VGG19 with the classic transfer settings of the literature (Gatys et al.
   2016: Gram matrices of relu1_1..relu5_1, content relu4_2, L-BFGS from the content image, average
@@ -18,10 +18,11 @@ PRESETS: dict[str, dict] = {
     "seed": {
         "features": {"layers": ["conv1_2", "conv5_4"]},
         "cluster_layer": {"k": 3, "layers": ["rgb", "conv1_2", "conv5_4"], "iterations": 200, "smoothness": 0.0,
-                          "coords_weight": 0.0, "balance_weight": 1.0, "entropy_weight": 1.0},
+                          "coords_weight": 0.0, "balance_weight": 1.0, "entropy_weight": 1.0, "window": 0.0},
         "backprop_clusters": {"method": "vjp"},
         "fuse_segmentation": {"k": 3, "iterations": 300, "smoothness": 0.0, "coords_weight": 0.0, "layer_weights": {},
-                              "balance_weight": 1.0, "entropy_weight": 1.0, "colour_weight": 0.0},
+                              "balance_weight": 1.0, "entropy_weight": 1.0, "colour_weight": 0.0,
+                              "auto_weights": False},
     },
     "imagenet": {
         "features": {"weights": "imagenet"},

@@ -11,11 +11,21 @@ from .backprop import backprop_indicators, colour_features
 from .config import BackpropParams, ClusterLayerParams, FuseParams
 from .fusion import fuse_indicators
 from .maxent import maxent_cluster
+from .vgg import reflected_features
 
 
 def cluster_layers(cluster: ClusterLayerParams, layers: list[str]) -> list[str]:
     """The layers that are clustered: cluster_layer.layers, or rgb + the feature layers."""
     return list(cluster.layers) if cluster.layers is not None else ["rgb", *layers]
+
+
+def cluster_features(features: torch.Tensor, layer: str, cluster: ClusterLayerParams):
+    """One layer's max-entropy clustering: (head, probs, loss history). Colour is clustered per pixel,
+    VGG layers by their local energy over cluster.window (texture descriptors)."""
+    return maxent_cluster(features, cluster.k, iterations=cluster.iterations, entropy_weight=cluster.entropy_weight,
+                          balance_weight=cluster.balance_weight, smoothness=cluster.smoothness,
+                          coords_weight=cluster.coords_weight, lr=cluster.lr, seed=cluster.seed,
+                          window=0.0 if layer == "rgb" else cluster.window)
 
 
 def layer_indicators(image: torch.Tensor, vgg, layers: list[str], cluster: ClusterLayerParams,
@@ -24,16 +34,14 @@ def layer_indicators(image: torch.Tensor, vgg, layers: list[str], cluster: Clust
     names = cluster_layers(cluster, layers)
     deep = [name for name in names if name != "rgb"]
     with torch.no_grad():
-        activations = {name: a[0] for name, a in vgg(image[None], deep).items()} if deep else {}
+        activations = {name: a[0] for name, a in reflected_features(vgg, image[None], deep).items()} if deep else {}
     if "rgb" in names:
         activations["rgb"] = colour_features(image)
     out = {}
     for name in names:
-        head, _, _ = maxent_cluster(activations[name], cluster.k, iterations=cluster.iterations,
-                                    entropy_weight=cluster.entropy_weight, balance_weight=cluster.balance_weight,
-                                    smoothness=cluster.smoothness, coords_weight=cluster.coords_weight,
-                                    lr=cluster.lr, seed=cluster.seed)
-        out[name] = backprop_indicators(image, vgg, name, head, method=backprop.method, blur=backprop.blur)
+        head, _, _ = cluster_features(activations[name], name, cluster)
+        out[name] = backprop_indicators(image, vgg, name, head, method=backprop.method, blur=backprop.blur,
+                                        features=activations[name] if name != "rgb" else None)
     return out
 
 

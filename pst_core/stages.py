@@ -29,7 +29,7 @@ from .plan import (STAGE_VERSIONS, KeySpec, MappingNet, StageOutcome, Step, back
 from .progress import report_progress
 from .store import ArrayOut, ArtifactStore
 from .tiles import forward
-from .vgg import load_vgg, strict_cuda_numerics, weights_id
+from .vgg import load_vgg, reflected_features, strict_cuda_numerics, weights_id
 
 
 def _execute(store: ArtifactStore, spec: KeySpec, compute: Callable[[], tuple[dict[str, ArrayOut], dict[str, Any]]],
@@ -146,7 +146,7 @@ def features(store: ArtifactStore, image_key: str, params: FeaturesParams, side:
     def compute():
         net = load_vgg(params.weights, params.seed, device)
         with torch.no_grad():
-            acts = net(_tensor(_image(store, image_key), device)[None], params.layers)
+            acts = reflected_features(net, _tensor(_image(store, image_key), device)[None], params.layers)
         arrays = {}
         for layer, act in acts.items():
             data = act[0].float().cpu().numpy()
@@ -166,17 +166,14 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
     (layer ``rgb``, ``source_key`` = load entry)."""
     from .backprop import colour_features
-    from .maxent import maxent_cluster
+    from .segmentation import cluster_features
 
     def compute():
         if layer == "rgb":
             feats = colour_features(_tensor(_image(store, source_key)))
         else:
             feats = _tensor(store.open("features", source_key).array(layer))
-        head, probs, history = maxent_cluster(
-            feats, params.k, iterations=params.iterations,
-            entropy_weight=params.entropy_weight, balance_weight=params.balance_weight,
-            smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed)
+        head, probs, history = cluster_features(feats, layer, params)
         arrays = {"probs": ArrayOut(probs.detach().numpy(), ("cluster", "y", "x")),
                   "loss": ArrayOut(np.asarray(history, np.float32), ("iteration",)),
                   **_small_arrays("head_", head.to_arrays())}
@@ -225,11 +222,8 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
             return _regions_arrays(regions), {}
         indicators = {layer: _tensor(store.open("backprop_clusters", key).array("indicators"))
                       for layer, key in indicator_keys.items()}
-        head, regions = fuse_indicators(
-            indicators, k=params.k, layer_weights=params.layer_weights, iterations=params.iterations,
-            entropy_weight=params.entropy_weight, balance_weight=params.balance_weight,
-            smoothness=params.smoothness, coords_weight=params.coords_weight, lr=params.lr, seed=params.seed,
-            image=_tensor(_image(store, image_key)), colour_weight=params.colour_weight)
+        head, regions = fuse_indicators(indicators, image=_tensor(_image(store, image_key)),
+                                        **params.model_dump(exclude={"labels"}))
         return {**_regions_arrays(regions.detach().numpy()), **_small_arrays("head_", head.to_arrays())}, {}
 
     return _execute(store, fuse_segmentation_spec(params, indicator_keys, image_key), compute, side)

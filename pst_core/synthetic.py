@@ -148,3 +148,58 @@ def two_texture_style(size: int) -> tuple[np.ndarray, np.ndarray]:
     side = _soft_step(size / 2 - 0.5 - xx, 1.0)
     image = side * left + (1 - side) * right
     return image.astype(np.float32), np.stack([side, 1 - side]).astype(np.float32)
+
+
+# -- benchmark sets: the same layouts, regions told apart by texture alone or by colour alone ----------
+# (kind, period as a fraction of the image's longer side, angle): pairwise different in kind, period
+# (about 2x or more) or orientation (45 degrees or more), so any two make a visible texture boundary.
+TEXTURE_SPECS = (
+    ("stripes", 1 / 16, 0), ("stripes", 1 / 16, 90), ("stripes", 1 / 32, 45), ("waves", 1 / 12, 0),
+    ("dots", 1 / 16, 0), ("dots", 1 / 32, 0), ("checks", 1 / 12, 0), ("blobs", 1 / 20, 0),
+    ("grating", 1 / 10, 135), ("grating", 1 / 24, 60),
+)
+
+
+def _spec_pattern(spec, shape, turn: float, rng: np.random.Generator) -> np.ndarray:
+    kind, fraction, angle = spec
+    return texture(kind, shape, period=max(4.0, fraction * max(shape)), angle=angle + turn, rng=rng)
+
+
+def texture_set(size: int = 256, count: int = 24, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` mosaics (image (3, H, W) float32, labels (H, W)) whose regions share mean colour and
+    contrast and differ in structure only (a different texture per region), over every layout in turn."""
+    return [_benchmark_mosaic(i, size, seed, by="texture") for i in range(count)]
+
+
+def colour_set(size: int = 256, count: int = 24, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The texture set's layouts with one texture throughout and a different mean colour per region."""
+    return [_benchmark_mosaic(i, size, seed, by="colour") for i in range(count)]
+
+
+def _benchmark_mosaic(index: int, size: int, seed: int, by: str) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, index])
+    shape = (size, size)
+    labels = layout(LAYOUTS[index % len(LAYOUTS)], shape, rng)
+    n = int(labels.max()) + 1
+    turn = rng.uniform(-15, 15)  # the whole mosaic's textures rotated alike: differences stay
+    tint = rng.uniform(0.6, 1.0, 3)
+    if by == "texture":
+        specs = [TEXTURE_SPECS[j] for j in rng.choice(len(TEXTURE_SPECS), n, replace=False)]
+        means = [rng.uniform(0.35, 0.65, 3)] * n
+        contrast = 0.18
+    else:
+        specs = [TEXTURE_SPECS[rng.integers(len(TEXTURE_SPECS))]] * n
+        means = _distinct_colours(n, rng)
+        contrast = 0.1
+    patterns = [_spec_pattern(spec, shape, turn, rng) for spec in specs]
+    return mosaic(labels, patterns, means, contrast, [tint] * n), labels
+
+
+def _distinct_colours(n: int, rng: np.random.Generator, min_distance: float = 0.25) -> list[np.ndarray]:
+    """n mean colours in [0.25, 0.75]^3, pairwise at least ``min_distance`` apart (RGB)."""
+    colours: list[np.ndarray] = []
+    while len(colours) < n:
+        candidate = rng.uniform(0.25, 0.75, 3)
+        if all(np.linalg.norm(candidate - c) >= min_distance for c in colours):
+            colours.append(candidate)
+    return colours

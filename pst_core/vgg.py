@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import ConfigError
 
@@ -137,6 +138,26 @@ class VGGFeatures(nn.Module):
             if name in wanted:
                 out[name] = x
         return out
+
+
+SEGMENTATION_MARGIN = 32  # pixels; a multiple of the deepest stride (16), so crops stay on the grid
+
+
+def reflected_features(net: "VGGFeatures", image: torch.Tensor, layers: list[str],
+                       margin: int = SEGMENTATION_MARGIN) -> dict[str, torch.Tensor]:
+    """net's activations of image (N, 3, H, W) mirrored outwards by ``margin`` pixels, cropped back to
+    the image: same shapes as net(image, layers), without the responses that the convolutions' zero
+    padding puts along every border (which segmentation otherwise takes for a region of its own)."""
+    h, w = image.shape[-2:]
+    margin = min(margin, (min(h, w) - 1) // 16 * 16)
+    if margin <= 0:
+        return net(image, layers)
+    out = net(F.pad(image, (margin, margin, margin, margin), mode="reflect"), layers)
+    for name, act in out.items():
+        stride = LAYER_STRIDE[name]
+        top = margin // stride
+        out[name] = act[..., top: top + h // stride, top: top + w // stride]
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import FAST
 from pst_core.config import build_config
 from pst_core.errors import InputError
-from pst_core.labels import check_fits, label_masks, read_labels
+from pst_core.labels import check_fits, label_masks, read_labels, save_labels
 from pst_core.manifest import read_manifest
 from pst_core.store import ArtifactStore
 
@@ -33,6 +33,26 @@ def test_regions_are_numbered_by_colour(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "c.png")
     labels = read_labels(str(tmp_path / "c.png"), 10**8, "labels")
     assert labels.count == 2 and (labels.index[:, :8] == 0).all() and (labels.index[:, 8:] == 1).all()
+
+
+def test_saved_labels_are_a_visible_palette_png_that_reads_back_with_the_same_numbers(tmp_path):
+    regions = np.arange(64).reshape(8, 8)  # every region number a label image can hold
+    save_labels(tmp_path / "all.png", regions)
+    with Image.open(tmp_path / "all.png") as image:
+        assert image.mode == "P"
+        assert np.array_equal(np.asarray(image), regions)  # the indices are the region numbers
+        colours = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert len({tuple(c) for c in colours}) == 64  # one distinct colour per region
+    assert np.array_equal(read_labels(str(tmp_path / "all.png"), 10**8, "labels").index, regions)
+
+    # Some regions empty, and the file re-saved as RGB by a paint program: the order still holds.
+    sparse = np.array([[0, 2, 2], [5, 0, 2]])
+    save_labels(tmp_path / "sparse.png", sparse)
+    with Image.open(tmp_path / "sparse.png") as image:
+        image.convert("RGB").save(tmp_path / "sparse_rgb.png")
+    for name in ("sparse.png", "sparse_rgb.png"):
+        labels = read_labels(str(tmp_path / name), 10**8, "labels")
+        assert labels.count == 3 and np.array_equal(labels.index, np.searchsorted([0, 2, 5], sparse))
 
 
 def test_photos_and_wrong_shapes_are_refused(tmp_path):
@@ -145,7 +165,10 @@ def test_segment_output_is_a_label_image_to_edit_and_feed_back(images, tmp_path,
     store = str(tmp_path / "store")
     assert main(["segment", images["content"], "--regions", "2", "--out", str(tmp_path / "regions.png"),
                  "--store", store, *sets]) == 0
-    found = np.asarray(Image.open(tmp_path / "regions.png"))
+    with Image.open(tmp_path / "regions.png") as written:
+        assert written.mode == "P"  # a palette image: region numbers as indices, visible colours
+        found = np.asarray(written)
+    assert sorted(np.unique(found)) == [0, 1]
     capsys.readouterr()
     assert main(["run", images["content"], images["style"], "--out", str(tmp_path / "o.png"), "--store", store,
                  "--content-labels", str(tmp_path / "regions.png"), "--json", *sets]) == 0

@@ -5,12 +5,16 @@ import copy
 import pytest
 import torch
 
-from pst_core.backprop import backprop_indicators, gaussian_blur, layer_features
+import numpy as np
+
+from pst_core import synthetic
+from pst_core.backprop import backprop_indicators, colour_features, layer_features
 from pst_core.config import BackpropParams, ClusterLayerParams, FuseParams, build_config
 from pst_core.fusion import fuse_indicators
 from pst_core.maxent import maxent_cluster
 from pst_core.presets import PRESETS
 from pst_core.segmentation import segment_image
+from pst_core.texture import confidence, gaussian_blur, local_energy
 from pst_core.vgg import load_vgg
 
 
@@ -125,3 +129,39 @@ def test_presets_are_valid_configs():
     default = build_config(copy.deepcopy(PRESETS["default"]))
     assert default.cluster_layer == ClusterLayerParams()
     assert default.fuse_segmentation == FuseParams()
+
+
+def default_regions(image, vgg, k):
+    config = build_config(copy.deepcopy(PRESETS["default"]), ["features.weights=random", f"fuse_segmentation.k={k}"])
+    return segment_image(image, vgg, config.features.layers, config.cluster_layer, config.backprop_clusters,
+                         config.fuse_segmentation)
+
+
+@pytest.mark.parametrize("layout, kinds", [("halves_h", (("waves", 12, 0), ("dots", 8, 0))),
+                                           ("disk", (("stripes", 8, 45), ("checks", 10, 0)))])
+def test_texture_only_pictures_are_segmented_with_the_defaults(vgg, layout, kinds):
+    """Regions of the same mean colour and contrast, different structure: colour cannot tell them apart
+    (k-means on Lab splits light from dark), the default segmentation finds them."""
+    size, rng = 64, np.random.default_rng(0)
+    labels = synthetic.layout(layout, (size, size), rng)
+    patterns = [synthetic.texture(kind, (size, size), period, angle, rng) for kind, period, angle in kinds]
+    image = torch.from_numpy(synthetic.mosaic(labels, patterns, [(0.55, 0.45, 0.35)] * 2))
+    truth = torch.from_numpy(labels == 0)
+    _, colour, _ = maxent_cluster(colour_features(image), 2)
+    assert best_iou(colour.argmax(0), truth, 2) < 0.7
+    assert best_iou(default_regions(image, vgg, 2).argmax(0), truth, 2) > 0.9
+
+
+def test_local_energy_is_the_same_all_over_a_texture():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    stripes = torch.sin(2 * torch.pi * x / 8)[None].clamp_min(0)  # a rectified filter response
+    energy = local_energy(stripes, 1 / 16)[0, 8:-8, 8:-8]
+    assert float(stripes.std()) > 0.3 and float(energy.std() / energy.mean()) < 0.02
+
+
+def test_confidence_is_high_for_regions_and_low_for_clusters_that_alternate_within_a_texture():
+    x = torch.arange(64.0).expand(64, 64)
+    halves = torch.stack([x < 32, x >= 32]).float()
+    stripes = torch.stack([(x // 4) % 2 == 0, (x // 4) % 2 == 1]).float()  # confident pixel by pixel
+    assert confidence(halves, 1 / 32) > 0.8
+    assert confidence(stripes, 0.0) > 0.9 and confidence(stripes, 1 / 32) < 0.2
