@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pst_core.errors import PstError
-from pst_core.store import DEFAULT_STORE
+from pst_core.store.artifact_store import DEFAULT_STORE
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "pst_core" / "demo"
 # Two transfers (partitioned and K=1) plus segmentation within about 3 minutes on 2 CPU cores.
 DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.iterations=60",
                  "style_transfer.scale_iterations=40", "style_transfer.snapshot_every=20"]
@@ -85,8 +85,8 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
     """Plan every stage's key, then run the flow; or, when the store holds every stage and no Prefect
     server is configured, finish without Prefect: a temporary server would take longer to start than
     the whole run (the record, the table and the output are the same)."""
-    from pst_core.runs import finish_run, preflight, public_stages
-    from pst_core.store import ArtifactStore
+    from pst_core.pipeline.preflight import finish_run, preflight, public_stages
+    from pst_core.store.artifact_store import ArtifactStore
 
     from flows.server import api_configured
 
@@ -103,7 +103,7 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
 
 
 def _config(args):
-    from pst_core.config import build_config
+    from pst_core.config.schema import build_config
 
     sets = list(args.set or [])
     for side in ("content", "style"):  # --content-labels / --style-labels: regions drawn by hand
@@ -139,8 +139,8 @@ def _run_pair(args) -> dict:
 
 
 def _print_stages(stages: list[dict]) -> None:
-    from pst_core.runs import stage_table
-    from pst_core.stages import StageOutcome
+    from pst_core.pipeline.preflight import stage_table
+    from pst_core.pipeline.stages import StageOutcome
 
     print(stage_table([StageOutcome(s["stage"], None if s["image"] == "pair" else s["image"], s["key"],
                                     s["status"], s["seconds"], s["layer"]) for s in stages]))
@@ -149,11 +149,11 @@ def _print_stages(stages: list[dict]) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
-    from pst_core.imageio import read_image
-    from pst_core.labels import save_labels
-    from pst_core.segmentation_output import regions_at_size
-    from pst_core.stages import read_regions
-    from pst_core.store import ArtifactStore
+    from pst_core.load import read_image
+    from pst_core.segmentation.labels import save_labels
+    from pst_core.segmentation.masks import regions_at_size
+    from pst_core.pipeline.stages import read_regions
+    from pst_core.store.artifact_store import ArtifactStore
 
     if args.regions < 1:
         raise PstError(f"--regions {args.regions}: must be at least 1")
@@ -216,7 +216,7 @@ def _demo_weights() -> tuple[str, str]:
     import io
 
     from pst_core.errors import ConfigError
-    from pst_core.vgg import load_vgg
+    from pst_core.features import load_vgg
 
     try:
         # torch.hub announces the download attempt on stdout: a probe that may fail should not.
@@ -229,9 +229,9 @@ def _demo_weights() -> tuple[str, str]:
 
 
 def _demo_figure(store_url: str, partitioned: dict, plain: dict):
-    from pst_core.figure import comparison_figure
-    from pst_core.stages import output_image, read_regions
-    from pst_core.store import ArtifactStore
+    from pst_core.inspect.figure import comparison_figure
+    from pst_core.pipeline.stages import output_image, read_regions
+    from pst_core.store.artifact_store import ArtifactStore
 
     store = ArtifactStore(store_url)
 
@@ -252,7 +252,7 @@ def _demo_figure(store_url: str, partitioned: dict, plain: dict):
 
 
 def cmd_dataset(args) -> int:
-    from pst_core.store import ArtifactStore
+    from pst_core.store.artifact_store import ArtifactStore
 
     config = _config(args)
     ArtifactStore(args.store).check()
@@ -294,7 +294,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from pst_core.config import parameter_reference
+    from pst_core.config.schema import parameter_reference
 
     table = parameter_reference()
     if args.update_readme:

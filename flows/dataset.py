@@ -26,14 +26,14 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, as_completed
 
 import tasks.stages as t
-from pst_core.config import PipelineConfig, build_config
+from pst_core.config.schema import PipelineConfig, build_config
 from pst_core.errors import PstError, describe_error
-from pst_core.imageio import image_source, save_image
-from pst_core.manifest import Row, product_rows, read_manifest
-from pst_core.plan import Plan, StageOutcome, Step
-from pst_core.runs import plan_run, run_record
-from pst_core.stages import output_image
-from pst_core.store import ArtifactStore
+from pst_core.load import image_source, save_image
+from pst_core.pipeline.manifest import Row, product_rows, read_manifest
+from pst_core.pipeline.plan import Plan, StageOutcome, Step
+from pst_core.pipeline.preflight import plan_run, run_record
+from pst_core.pipeline.stages import output_image
+from pst_core.store.artifact_store import ArtifactStore
 
 from .deployments import resolve_store
 from .pipeline import current_run_id

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.variables import Variable
 
-from pst_core.store import DEFAULT_STORE
+from pst_core.store.artifact_store import DEFAULT_STORE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STORE_VARIABLE = "pst_store"

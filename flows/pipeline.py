@@ -16,10 +16,10 @@ from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 
 import tasks.stages as t
-from pst_core.config import PipelineConfig
-from pst_core.plan import Plan, StageOutcome
-from pst_core.runs import finish_run, preflight, public_stages
-from pst_core.store import ArtifactStore
+from pst_core.config.schema import PipelineConfig
+from pst_core.pipeline.plan import Plan, StageOutcome
+from pst_core.pipeline.preflight import finish_run, preflight, public_stages
+from pst_core.store.artifact_store import ArtifactStore
 
 from .artifacts import publish_run_summary
 from .deployments import resolve_store

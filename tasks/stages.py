@@ -14,9 +14,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from pst_core import stages
-from pst_core.plan import STAGE_VERSIONS, StageOutcome, Step
-from pst_core.store import ArtifactStore
+from pst_core.pipeline import stages
+from pst_core.pipeline.plan import STAGE_VERSIONS, StageOutcome, Step
+from pst_core.store.artifact_store import ArtifactStore
 
 stage_task = task(cache_policy=NO_CACHE, persist_result=False, retries=0)
 

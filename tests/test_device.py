@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import FAST
-from pst_core.backprop import backprop_indicators, colour_features
-from pst_core.maxent import maxent_cluster
-from pst_core.vgg import load_vgg
+from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features
+from pst_core.segmentation.cluster_layer import maxent_cluster
+from pst_core.features import load_vgg
 
 CUDA = torch.cuda.is_available()
 
@@ -74,8 +74,8 @@ def test_cuda_network_and_backprop_match_cpu(heads):
 
 @gpu
 def test_cuda_transfer_matches_cpu():
-    from pst_core.config import StyleTransferParams
-    from pst_core.style import transfer
+    from pst_core.config.schema import StyleTransferParams
+    from pst_core.style.style_transfer import transfer
     from pst_core.synthetic import disk_scene, two_texture_style
 
     content, cm = disk_scene(48)
@@ -94,8 +94,8 @@ def test_cuda_transfer_matches_cpu():
 @gpu
 def test_pipeline_on_cuda_matches_cpu(images, tmp_path, prefect_server):
     from flows.pipeline import partitioned_style_transfer
-    from pst_core.config import build_config
-    from pst_core.store import ArtifactStore
+    from pst_core.config.schema import build_config
+    from pst_core.store.artifact_store import ArtifactStore
 
     outputs = {}
     for device in ("cpu", "cuda"):

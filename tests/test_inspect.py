@@ -10,9 +10,9 @@ from PIL import Image
 
 from conftest import FAST
 from flows.cli import main
-from pst_core import maintenance
-from pst_core.export import export_run, label_count
-from pst_core.store import ArtifactStore
+from pst_core.store import maintenance
+from pst_core.inspect.export import export_run, label_count
+from pst_core.store.artifact_store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SETS = sum((["--set", s] for s in FAST), [])

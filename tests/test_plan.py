@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from conftest import FAST
-from pst_core import stages
-from pst_core.config import build_config
+from pst_core.pipeline import stages
+from pst_core.config.schema import build_config
 from pst_core.errors import InputError
-from pst_core.runs import preflight
-from pst_core.store import ArtifactStore
+from pst_core.pipeline.preflight import preflight
+from pst_core.store.artifact_store import ArtifactStore
 
 
 def _pair(images):
@@ -137,7 +137,7 @@ def test_the_same_image_on_both_sides_is_one_step_to_run(images, tmp_path):
 
 
 def test_random_weights_built_by_two_threads_at_once_are_the_seeded_ones():
-    from pst_core import vgg
+    from pst_core import features as vgg
 
     def weights(seed):
         return torch.cat([p.flatten() for p in vgg.load_vgg("random", seed).parameters()])

@@ -8,14 +8,14 @@ import torch
 import numpy as np
 
 from pst_core import synthetic
-from pst_core.backprop import backprop_indicators, colour_features, layer_features
-from pst_core.config import BackpropParams, ClusterLayerParams, FuseParams, build_config
-from pst_core.fusion import fuse_indicators
-from pst_core.maxent import maxent_cluster
-from pst_core.presets import PRESETS
-from pst_core.segmentation import segment_image
-from pst_core.texture import confidence, gaussian_blur, local_energy
-from pst_core.vgg import load_vgg
+from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features, layer_features
+from pst_core.config.schema import BackpropParams, ClusterLayerParams, FuseParams, build_config
+from pst_core.segmentation.fuse_segmentation import fuse_indicators
+from pst_core.segmentation.cluster_layer import maxent_cluster
+from pst_core.config.presets import PRESETS
+from pst_core.segmentation.segment import segment_image
+from pst_core.segmentation.texture import confidence, gaussian_blur, local_energy
+from pst_core.features import load_vgg
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,17 @@ import torch
 
 from pathlib import Path
 
-from pst_core.color import normalize_pair
-from pst_core.config import RegionSettings, StyleTransferParams, build_config
+from pst_core.color.normalize import normalize_pair
+from pst_core.config.schema import RegionSettings, StyleTransferParams, build_config
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.losses import GramLoss, MeanCovLoss, Region, masked_grams
-from pst_core.quality import region_style_distances
-from pst_core.imageio import read_image, resize, working_shape
-from pst_core.mapping import map_regions, resize_masks
-from pst_core.segmentation import cluster_layers, segment_image
-from pst_core.style import _Objective, transfer
+from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_grams
+from pst_core.inspect.quality import region_style_distances
+from pst_core.load import read_image, resize, working_shape
+from pst_core.style.mapping import map_regions, resize_masks
+from pst_core.segmentation.segment import cluster_layers, segment_image
+from pst_core.style.style_transfer import _Objective, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
-from pst_core.vgg import load_vgg
+from pst_core.features import load_vgg
 
 SHALLOW = ["relu1_1", "relu2_1", "relu3_1"]
 
@@ -262,7 +262,7 @@ def test_losses_need_no_retuning_across_image_sizes(vgg):
 
 
 def test_total_variation_weight_smooths_the_output(vgg):
-    from pst_core.losses import total_variation
+    from pst_core.style.losses import total_variation
 
     content, cm = disk_scene(32)
     style, sm = two_texture_style(32)
@@ -298,7 +298,7 @@ def test_a_region_of_a_few_deep_pixels_keeps_the_loss_finite(vgg):
     config = build_config(sets=["features.weights=random"])
     images = []
     for name in ("content", "style"):
-        pixels = read_image(Path(__file__).resolve().parents[1] / "examples" / f"{name}.png")
+        pixels = read_image(Path(__file__).resolve().parents[1] / "pst_core" / "demo" / f"{name}.png")
         images.append(resize(pixels, working_shape(pixels.shape[1], pixels.shape[2], 32)))
     masks = [segment_image(torch.from_numpy(image), vgg, cluster_layers(config.cluster_layer, config.features.layers),
                            config.cluster_layer, config.backprop_clusters, config.fuse_segmentation).numpy()
@@ -344,7 +344,7 @@ def test_settings_for_a_missing_region_are_a_config_error(vgg):
 
 
 def test_colour_normalised_transfer_restores_the_content_palette(vgg):
-    from pst_core.color import normalize_pair, restore_palette
+    from pst_core.color.normalize import normalize_pair, restore_palette
 
     content, cm = disk_scene(32)
     style, sm = two_texture_style(32)
@@ -360,7 +360,7 @@ def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
     """A normalised image can leave [0, 1]; clipping it there would make the inverse colour transform
     bend those colours (a yellow sun came back lime green). With no iterations the output is the
     normalised content, so restoring the palette must give back the content itself."""
-    from pst_core.color import normalize_pair, restore_palette
+    from pst_core.color.normalize import normalize_pair, restore_palette
 
     content, cm = disk_scene(32)
     content[:, cm[0] > 0.5] = np.array([1.0, 0.85, 0.3])[:, None]  # a saturated yellow disk
@@ -378,7 +378,8 @@ def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
 def test_partitioned_transfer_beats_k1_on_structure(vgg):
     """Judged without any network: each content region of the partitioned output carries its own style
     region's orientation; the unpartitioned output cannot give both regions theirs."""
-    from pst_core import quality, synthetic
+    from pst_core.inspect import quality
+    from pst_core import synthetic
 
     size = 64
     labels = synthetic.layout("halves_h", (size, size))
