@@ -68,7 +68,7 @@ def make_dataset(folder: Path, contents: int, styles: int, size: int) -> Path:
 def throughput(args, tmp: Path) -> list[dict]:
     from flows.dataset import dataset
     from flows.runners import make_task_runner
-    from pst_core.config.schema import build_config
+    from pst_core.config.overrides import build_config
 
     config = build_config(sets=["features.weights=random", f"load.size={args.size}",
                                 f"style_transfer.iterations={args.iterations}"])
@@ -96,7 +96,7 @@ def scale_worker(manifest: str, store: str, out: str) -> None:
     """One dataset run in this process, one task at a time; prints wall, compute and peak RSS as JSON."""
     from flows.dataset import dataset
     from flows.runners import make_task_runner
-    from pst_core.config.schema import build_config
+    from pst_core.config.overrides import build_config
     from pst_core.store.artifact_store import ArtifactStore
 
     config = build_config(sets=TINY)

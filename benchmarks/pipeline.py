@@ -38,7 +38,7 @@ def worker(args) -> None:
     """One flow run in this process; prints a JSON line with wall time, stages and peak RSS."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     from flows.pipeline import partitioned_style_transfer
-    from pst_core.config.schema import build_config
+    from pst_core.config.overrides import build_config
 
     config = build_config(sets=["features.weights=random", f"load.size={args.size}",
                                 f"style_transfer.iterations={args.iterations}", *args.set])

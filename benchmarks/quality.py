@@ -41,7 +41,7 @@ from PIL import Image
 from pst_core.inspect import quality
 from pst_core import synthetic
 from pst_core.color.normalize import normalize_pair, restore_palette
-from pst_core.config.schema import build_config
+from pst_core.config.overrides import build_config
 from pst_core.load import read_image, resize, working_shape
 from pst_core.style.style_transfer import transfer
 from pst_core.features import load_vgg

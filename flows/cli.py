@@ -103,7 +103,7 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
 
 
 def _config(args):
-    from pst_core.config.schema import build_config
+    from pst_core.config.overrides import build_config
 
     sets = list(args.set or [])
     for side in ("content", "style"):  # --content-labels / --style-labels: regions drawn by hand
@@ -294,20 +294,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from pst_core.config.schema import parameter_reference
+    from pst_core.config.reference import parameter_reference, update_readme
 
-    table = parameter_reference()
     if args.update_readme:
-        readme = Path(args.update_readme)
-        text = readme.read_text()
-        start, end = "<!-- parameters:start -->", "<!-- parameters:end -->"
-        if start not in text or end not in text:
-            raise PstError(f"{readme}: no {start} ... {end} markers to replace")
-        head, rest = text.split(start, 1)
-        readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
-        print(f"parameter reference updated in {readme}")
+        update_readme(args.update_readme)
+        print(f"parameter reference updated in {args.update_readme}")
     else:
-        print(table)
+        print(parameter_reference())
     return 0
 
 

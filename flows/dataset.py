@@ -26,7 +26,8 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, as_completed
 
 import tasks.stages as t
-from pst_core.config.schema import PipelineConfig, build_config
+from pst_core.config.overrides import build_config
+from pst_core.config.schema import PipelineConfig
 from pst_core.errors import PstError, describe_error
 from pst_core.load import image_source, save_image
 from pst_core.pipeline.manifest import Row, product_rows, read_manifest

@@ -1,6 +1,6 @@
 import pytest
 
-from pst_core.config.schema import build_config
+from pst_core.config.overrides import build_config
 from pst_core.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAST
-from pst_core.config.schema import build_config
+from pst_core.config.overrides import build_config
 
 BIN = Path(sys.executable).parent
 

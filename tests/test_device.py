@@ -94,7 +94,7 @@ def test_cuda_transfer_matches_cpu():
 @gpu
 def test_pipeline_on_cuda_matches_cpu(images, tmp_path, prefect_server):
     from flows.pipeline import partitioned_style_transfer
-    from pst_core.config.schema import build_config
+    from pst_core.config.overrides import build_config
     from pst_core.store.artifact_store import ArtifactStore
 
     outputs = {}

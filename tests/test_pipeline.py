@@ -5,7 +5,7 @@ import pytest
 
 from conftest import FAST
 from pst_core.pipeline import stages
-from pst_core.config.schema import build_config
+from pst_core.config.overrides import build_config
 from pst_core.store.artifact_store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

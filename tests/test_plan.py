@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import FAST
 from pst_core.pipeline import stages
-from pst_core.config.schema import build_config
+from pst_core.config.overrides import build_config
 from pst_core.errors import InputError
 from pst_core.pipeline.preflight import preflight
 from pst_core.store.artifact_store import ArtifactStore

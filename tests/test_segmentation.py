@@ -9,7 +9,8 @@ import numpy as np
 
 from pst_core import synthetic
 from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features, layer_features
-from pst_core.config.schema import BackpropParams, ClusterLayerParams, FuseParams, build_config
+from pst_core.config.overrides import build_config
+from pst_core.config.schema import BackpropParams, ClusterLayerParams, FuseParams
 from pst_core.segmentation.fuse_segmentation import fuse_indicators
 from pst_core.segmentation.cluster_layer import maxent_cluster
 from pst_core.config.presets import PRESETS

@@ -5,7 +5,8 @@ import torch
 from pathlib import Path
 
 from pst_core.color.normalize import normalize_pair
-from pst_core.config.schema import RegionSettings, StyleTransferParams, build_config
+from pst_core.config.overrides import build_config
+from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_grams
 from pst_core.inspect.quality import region_style_distances

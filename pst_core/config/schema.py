@@ -1,25 +1,21 @@
-"""Typed parameters of every stage, and the ``stage.param=value`` addressing users, docs and tests use.
+"""The schema of a run's parameters: one pydantic model per stage, with the stage's version and
+whether it has sides beside it, and ``PipelineConfig``, all of them together.
 
 A parameter is addressed as ``stage.param`` (both images) or ``content.stage.param`` /
-``style.stage.param`` (one side only; only the per-image stages load, features, cluster_layer,
-backprop_clusters and fuse_segmentation have sides). Each stage's cache key is built from that
-stage's own model only, so a change re-runs exactly that stage and what is downstream of it.
+``style.stage.param`` (one side only; only the per-image stages, ``sided`` below, have sides). Each
+stage's cache key is built from that stage's own model and version only, so a change re-runs exactly
+that stage and what is downstream of it. Reading ``--set`` and files: ``overrides``; the README's
+table: ``reference``.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
-import types
-import typing
-import json
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pst_core.errors import ConfigError
-from pst_core.features import LAYER_NAMES, check_layers
+from pst_core.features import check_layers
 
 GRID = 16  # pixels: the network's largest stride (relu5_x); tiles are multiples of it
 
@@ -28,9 +24,14 @@ DEFAULT_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
+    version: ClassVar[int]
+    sided: ClassVar[bool]  # per image (content and style may differ), or once for the pair
 
 
 class LoadParams(StageParams):
+    version = 1
+    sided = True
     size: int = Field(512, ge=8, le=8192, description="Working size: the longer side, in pixels")
     max_pixels: int = Field(
         100_000_000, ge=1, description="Refuse input files with more pixels than this (decompression bombs)"
@@ -42,6 +43,8 @@ class LoadParams(StageParams):
 
 
 class ColorNormalizeParams(StageParams):
+    version = 3  # 2: covariance floor and bounded gain; 3: decides the region pairs
+    sided = False
     method: Literal["auto", "linear", "cholesky", "pca", "luminance", "none"] = Field(
         "auto", description="auto: luminance for unnormalize.palette=content, linear for palette=style; linear: "
                             "mean/covariance matched by the symmetric (Monge-Kantorovich) map; cholesky; pca; "
@@ -63,6 +66,8 @@ class ColorNormalizeParams(StageParams):
 
 
 class FeaturesParams(StageParams):
+    version = 2  # 2: the image mirrored outwards before the network (no border responses)
+    sided = True
     weights: str = Field("imagenet", description="'imagenet', 'random' (seeded), or a path to a VGG19 state_dict")
     seed: int = Field(0, ge=0, description="Seed of the random weights (weights=random only)")
     layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1,
@@ -76,6 +81,8 @@ class FeaturesParams(StageParams):
 
 
 class ClusterLayerParams(StageParams):
+    version = 2  # 2: VGG layers clustered by their local energy (texture window)
+    sided = True
     k: int = Field(3, ge=1, le=64, description="Clusters per layer")
     # Few steps on purpose: on seg_dev, 20 steps from the k-means++ init beat 50 and 200 (longer
     # training drifts towards the balanced, equal-area optimum of the objective).
@@ -106,6 +113,8 @@ class ClusterLayerParams(StageParams):
 
 
 class BackpropParams(StageParams):
+    version = 3  # 3: the head pools activations into local energy before it applies
+    sided = True
     method: Literal["vjp", "upsample"] = Field(
         "upsample", description="vjp: |d sum p_k / d image| through head and VGG; upsample: bilinear p_k"
     )
@@ -113,6 +122,8 @@ class BackpropParams(StageParams):
 
 
 class FuseParams(StageParams):
+    version = 3  # 3: per-image confidence weights of layers and colour
+    sided = True
     k: int = Field(3, ge=1, le=64, description="Final regions per image")
     iterations: int = Field(20, ge=1, le=100_000, description="Adam steps of the fusion clustering model")
     entropy_weight: float = Field(1.0, ge=0, le=1e3, description="Weight of the mean per-pixel entropy")
@@ -167,6 +178,8 @@ class RegionSettings(StageParams):
 
 
 class StyleTransferParams(StageParams):
+    version = 3  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
+    sided = False
     iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.losses), so these need no retuning across sizes;
     # chosen on the seeded random VGG19 (64 to 256 px, benchmarks/quality.py), not checked with ImageNet weights.
@@ -235,6 +248,8 @@ class StyleTransferParams(StageParams):
 
 
 class UnnormalizeParams(StageParams):
+    version = 1
+    sided = False
     palette: Literal["content", "style"] = Field(
         "content", description="content: exact inverse colour transform; style: keep the style's palette"
     )
@@ -250,7 +265,8 @@ STAGE_MODELS: dict[str, type[StageParams]] = {
     "style_transfer": StyleTransferParams,
     "unnormalize": UnnormalizeParams,
 }
-SIDED_STAGES = ("load", "features", "cluster_layer", "backprop_clusters", "fuse_segmentation")
+STAGE_VERSIONS = {stage: model.version for stage, model in STAGE_MODELS.items()}
+SIDED_STAGES = tuple(stage for stage, model in STAGE_MODELS.items() if model.sided)
 SIDES = ("content", "style")
 
 
@@ -298,180 +314,13 @@ class PipelineConfig(BaseModel):
         try:
             return type(base).model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, f"{side}.{stage}")) from None
+            raise ConfigError(describe_validation_error(exc, f"{side}.{stage}")) from None
 
 
-def _describe(exc: ValidationError, prefix: str = "") -> str:
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """pydantic's first complaint as one line: the parameter's full name, what is wrong, what was given."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
     got = err.get("input")
     shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
     return f"{where}: {err['msg']}{shown}"
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    if text.lstrip().startswith(("{", "[")):  # YAML flow style too: {0: 1, 1: 0}
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set value {text!r}: not valid JSON or YAML") from None
-    if "," in text:
-        return [_parse_value(part.strip()) for part in text.split(",") if part.strip()]
-    return text
-
-
-def _type_options(annotation: Any) -> tuple:
-    """The members of a union annotation (X | Y), or the annotation itself."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return typing.get_args(annotation) if union else (annotation,)
-
-
-def _is_text_field(annotation: Any) -> bool:
-    """str or str | None: names and paths, taken as written."""
-    options = set(_type_options(annotation))
-    return str in options and options <= {str, type(None)}
-
-
-def _is_list_field(annotation: Any) -> bool:
-    return any(typing.get_origin(option) is list for option in _type_options(annotation))
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    hint = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
-
-
-def all_parameter_names() -> list[str]:
-    names = [f"{stage}.{field}" for stage, model in STAGE_MODELS.items() for field in model.model_fields]
-    return names + ["device"]
-
-
-def parameter_reference() -> str:
-    """A markdown table of every parameter, its default and meaning (the README's reference)."""
-    lines = ["| parameter | default | meaning |", "|---|---|---|"]
-    for stage, model in STAGE_MODELS.items():
-        for name, info in model.model_fields.items():
-            default = info.default_factory() if info.default_factory else info.default
-            sided = " (per side)" if stage in SIDED_STAGES else ""
-            lines.append(f"| `{stage}.{name}` | `{json.dumps(default)}` | {info.description or ''}{sided} |")
-    lines.append('| `device` | `"auto"` | auto (cuda when available), cpu or cuda[:N]; not part of any cache key |')
-    return "\n".join(lines)
-
-
-def set_parameter(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``[side.]stage.param=value`` to a raw config dict, checking the name."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected stage.param=value")
-    name, text = assignment.split("=", 1)
-    name = name.strip()
-    parts = name.split(".")
-    side = None
-    if parts[0] in SIDES:
-        side, parts = parts[0], parts[1:]
-    if parts == ["device"] and side is None:
-        raw["device"] = text
-        return
-    if len(parts) != 2:
-        raise ConfigError(f"--set {name!r}: expected stage.param or content|style.stage.param"
-                          f"{_suggest(name, all_parameter_names())}")
-    stage, param = parts
-    if stage not in STAGE_MODELS:
-        raise ConfigError(f"unknown stage {stage!r} in parameter {name!r}{_suggest(stage, list(STAGE_MODELS))}")
-    fields = list(STAGE_MODELS[stage].model_fields)
-    if param not in fields:
-        raise ConfigError(f"unknown parameter {name!r}{_suggest(param, fields)}")
-    if side is not None and stage not in SIDED_STAGES:
-        raise ConfigError(f"parameter {name!r}: {stage} joins both images and has no per-side settings")
-    target = raw.setdefault(side, {}).setdefault(stage, {}) if side else raw.setdefault(stage, {})
-    annotation = STAGE_MODELS[stage].model_fields[param].annotation
-    value = text if _is_text_field(annotation) else _parse_value(text)  # a file named 123 stays a name
-    if isinstance(value, str) and _is_list_field(annotation):
-        value = [value]  # a one-element list needs no comma: features.layers=relu3_1
-    target[param] = value
-
-
-def build_config(base: dict[str, Any] | None = None, sets: list[str] = (), config_file: str | None = None,
-                 preset: str | None = None) -> PipelineConfig:
-    """Defaults <- preset <- config file <- base dict <- ``--set`` assignments, validated as one model."""
-    raw: dict[str, Any] = {}
-    if preset:
-        from pst_core.config.presets import PRESETS
-
-        if preset not in PRESETS:
-            raise ConfigError(f"--preset {preset!r}: unknown preset{_suggest(preset, list(PRESETS))} "
-                              f"(have {', '.join(PRESETS)})")
-        raw = _deep_merge(raw, PRESETS[preset])
-    if config_file:
-        raw = _deep_merge(raw, read_config_file(config_file))
-    if base:
-        raw = _deep_merge(raw, base)
-    for assignment in sets:
-        set_parameter(raw, assignment)
-    return validate_config(raw)
-
-
-def validate_config(raw: dict[str, Any] | PipelineConfig) -> PipelineConfig:
-    if isinstance(raw, PipelineConfig):
-        return raw
-    _check_names(raw)
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-
-
-def _check_names(raw: dict[str, Any], side: str | None = None) -> None:
-    """Unknown names get a suggestion, rather than pydantic's generic 'extra inputs' message."""
-    for stage, value in raw.items():
-        prefix = f"{side}." if side else ""
-        if side is None and stage in SIDES and isinstance(value, dict):
-            _check_names(value, stage)
-            continue
-        if side is None and stage == "device":
-            continue
-        allowed = SIDED_STAGES if side else list(STAGE_MODELS)
-        if stage not in allowed:
-            raise ConfigError(f"unknown stage {prefix}{stage!r}{_suggest(stage, list(allowed))}")
-        if isinstance(value, dict):
-            fields = list(STAGE_MODELS[stage].model_fields)
-            for param in value:
-                if param not in fields:
-                    raise ConfigError(f"unknown parameter {prefix}{stage}.{param!r}{_suggest(param, fields)}")
-
-
-def read_config_file(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    text = file.read_text()
-    try:
-        if file.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-    except Exception as exc:
-        raise ConfigError(f"--config {path}: cannot parse ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of stage -> parameters")
-    return data
-
-
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """A new dict: b over a, recursively. Neither input is changed (presets are shared)."""
-    out = copy.deepcopy(a)
-    for key, value in b.items():
-        out[key] = (_deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict)
-                    else copy.deepcopy(value))
-    return out
-
-
-__all__ = ["PipelineConfig", "build_config", "validate_config", "set_parameter", "STAGE_MODELS",
-           "SIDED_STAGES", "SIDES", "LAYER_NAMES", "DEFAULT_LAYERS"]

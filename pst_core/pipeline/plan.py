@@ -23,24 +23,15 @@ from functools import cached_property
 from typing import Any
 
 from pst_core.color.normalize import resolve
-from pst_core.config.schema import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
-                     LoadParams, PipelineConfig, StyleTransferParams, UnnormalizeParams)
+from pst_core.config.schema import (STAGE_VERSIONS, BackpropParams, ClusterLayerParams, ColorNormalizeParams,
+                                    FeaturesParams, FuseParams, LoadParams, PipelineConfig, StyleTransferParams,
+                                    UnnormalizeParams)
 from pst_core.store.artifact_store import key_digest
-
-# Bump a stage's version when its algorithm changes: its entries (and everything downstream) recompute.
-STAGE_VERSIONS = {
-    "load": 1,
-    "color_normalize": 3,  # 2: covariance floor and bounded gain; 3: decides the region pairs
-    "features": 2,  # 2: the image mirrored outwards before the network (no border responses)
-    "cluster_layer": 2,  # 2: VGG layers clustered by their local energy (texture window)
-    "backprop_clusters": 3,  # 3: the head pools activations into local energy before it applies
-    "fuse_segmentation": 3,  # 3: per-image confidence weights of layers and colour
-    "style_transfer": 3,  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
-    "unnormalize": 1,
-}
 
 
 def stage_key(stage: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """The Merkle key: the stage, its version (beside its parameters' model, ``config.schema``), the parameters
+    it reads, its inputs' keys."""
     return key_digest({"stage": stage, "version": STAGE_VERSIONS[stage], "params": params, "inputs": inputs})
 
 
