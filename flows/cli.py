@@ -85,7 +85,8 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
     """Plan every stage's key, then run the flow; or, when the store holds every stage and no Prefect
     server is configured, finish without Prefect: a temporary server would take longer to start than
     the whole run (the record, the table and the output are the same)."""
-    from pst_core.pipeline.preflight import finish_run, preflight, public_stages
+    from pst_core.pipeline.preflight import preflight
+    from pst_core.pipeline.records import finish_run, run_result
     from pst_core.store.artifact_store import ArtifactStore
 
     from flows.server import api_configured
@@ -98,8 +99,7 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
     outcomes = plan.outcomes({})
     record = finish_run(store, str(uuid.uuid4()), flow_name, inputs or images, config, plan, outcomes, started,
                         out=out)
-    final = "unnormalize_key" if plan.final.stage == "unnormalize" else "regions_key"  # as the flows name it
-    return {"run_id": record["run_id"], "output": out, "stages": public_stages(outcomes), final: plan.final.key}
+    return run_result(record, plan, outcomes)
 
 
 def _config(args):
@@ -139,11 +139,13 @@ def _run_pair(args) -> dict:
 
 
 def _print_stages(stages: list[dict]) -> None:
-    from pst_core.pipeline.preflight import stage_table
-    from pst_core.pipeline.stages import StageOutcome
-
-    print(stage_table([StageOutcome(s["stage"], None if s["image"] == "pair" else s["image"], s["key"],
-                                    s["status"], s["seconds"], s["layer"]) for s in stages]))
+    """A run's stages (``StageOutcome.public``) as a plain-text table."""
+    rows = [("stage", "image", "key", "status", "seconds")]
+    for s in stages:
+        name = f"{s['stage']}[{s['layer']}]" if s["layer"] else s["stage"]
+        rows.append((name, s["image"], s["key"][:12], s["status"], f"{s['seconds']:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows))
 
 
 def cmd_segment(args) -> int:

@@ -11,7 +11,7 @@ from pst_core.store.artifact_store import DEFAULT_STORE, ArtifactStore
 
 
 def cmd_inspect(args) -> int:
-    from pst_core.store.maintenance import describe_run
+    from pst_core.pipeline.records import describe_run
 
     store = ArtifactStore(args.store)
     if args.run:

@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from pst_core.pipeline import stages
-from pst_core.pipeline.plan import STAGE_VERSIONS, StageOutcome, Step
+from pst_core.config.schema import STAGE_MODELS
+from pst_core.pipeline.plan import StageOutcome, Step
 from pst_core.store.artifact_store import ArtifactStore
 
 stage_task = task(cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -54,7 +55,7 @@ def _stage_task(stage: str):
     return stage_task(name=stage, task_run_name=lambda parameters: parameters["step"].name)(run)
 
 
-TASKS = {stage: _stage_task(stage) for stage in STAGE_VERSIONS}
+TASKS = {stage: _stage_task(stage) for stage in STAGE_MODELS}
 
 
 @stage_task(name="stage_list", task_run_name=lambda parameters: parameters["label"])

@@ -104,7 +104,7 @@ def test_a_stage_found_in_the_store_when_it_runs_is_cached(first_run, images):
     finds the entry, and ends in state Cached."""
     from prefect import flow
 
-    from flows.pipeline import run_plan
+    from flows.runtime import run_plan
     from pst_core.pipeline.preflight import preflight
 
     store, _ = first_run

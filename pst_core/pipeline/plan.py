@@ -148,7 +148,13 @@ class StageOutcome:
         return self.status == "cached"
 
     def record(self) -> dict[str, Any]:
+        """As the store's run records hold it."""
         return asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """As a run returns it (a flow's result, the CLI's ``--json``): ``image`` is content, style or pair."""
+        return {"stage": self.stage, "image": self.side or "pair", "layer": self.layer, "key": self.key,
+                "status": self.status, "seconds": round(self.seconds, 4)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,6 +180,11 @@ class Step:
     def id(self) -> tuple[str, str]:
         """What identifies the step's output anywhere: its entry, (stage, key)."""
         return self.spec.stage, self.spec.key
+
+    @property
+    def part(self) -> str:
+        """Which part of the graph it belongs to: ``content``, ``style`` or ``pair``."""
+        return self.side or "pair"
 
     @property
     def name(self) -> str:
@@ -294,6 +305,11 @@ class Plan:
                 seen.add(step.id)
                 out.append(step)
         return out
+
+    def missing_in(self, part: str) -> list[Step]:
+        """The steps to run of one part of the graph: ``content``, ``style`` (load to fuse_segmentation) or
+        ``pair`` (color_normalize, style_transfer, unnormalize)."""
+        return [step for step in self.missing if step.part == part]
 
     @property
     def cached(self) -> list[Step]:

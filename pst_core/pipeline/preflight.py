@@ -1,21 +1,20 @@
-"""Run records, and the checks and plan made before a run touches the store."""
+"""The checks and the plan made before a run touches the store: every image decodes, the parameters fit
+the images, the memory plan fits its budget, the weights load; then every stage's key, and which of
+them the store already holds."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from pst_core.color.normalize import resolve
 from pst_core.config.schema import SIDES, PipelineConfig
-from pst_core.errors import ConfigError, describe_error
-from pst_core.load import check_pixel_count, pixel_digest, read_image, working_shape
-from pst_core.segmentation.labels import check_fits, labels_role, read_labels
-from pst_core.pipeline.plan import Plan, SideSource, StageOutcome, needs_network, pair_steps, side_steps
-from pst_core.style.style_transfer import plan_transfer
-from pst_core.store.artifact_store import ArtifactStore
+from pst_core.errors import ConfigError
 from pst_core.features import LAYER_STRIDE, load_vgg, resolve_device, weights_id
+from pst_core.load import check_pixel_count, pixel_digest, read_image, working_shape
+from pst_core.pipeline.plan import Plan, SideSource, needs_network, pair_steps, side_steps
+from pst_core.segmentation.labels import check_fits, labels_role, read_labels
+from pst_core.store.artifact_store import ArtifactStore
+from pst_core.style.style_transfer import plan_transfer
 
 MIN_SIDE = 8  # pixels: smaller inputs carry no regions to find
 
@@ -166,53 +165,3 @@ def _check_mapping(config: PipelineConfig, regions: dict[str, int]) -> None:
     for c in config.style_transfer.regions:
         if not 0 <= c < kc:
             raise ConfigError(f"style_transfer.regions: content region {c} does not exist (0..{kc - 1})")
-
-
-def finish_run(store: ArtifactStore, run_id: str, flow: str, inputs: dict[str, Any], config: PipelineConfig,
-               plan: Plan, outcomes: list[StageOutcome], started: float, error: BaseException | None = None,
-               out: str | None = None) -> dict[str, Any]:
-    """A run's end, with or without Prefect: the output image (``out``: the plan's final image), and the
-    run's record in the store. Returns the record."""
-    if error is None and out:
-        from pst_core.load import save_image
-        from pst_core.pipeline.stages import output_image
-
-        save_image(out, output_image(store, plan.final.key))
-    record = run_record(run_id, flow, inputs, config, outcomes, started, "ok" if error is None else "failed",
-                        None if error is None else describe_error(error), output=out if error is None else None)
-    store.write_run(record)
-    return record
-
-
-def public_stages(outcomes: list[StageOutcome]) -> list[dict[str, Any]]:
-    """Stages as the CLI's JSON and the flows' results show them."""
-    return [{"stage": o.stage, "image": o.side or "pair", "layer": o.layer, "key": o.key, "status": o.status,
-             "seconds": round(o.seconds, 4)} for o in outcomes]
-
-
-def run_record(run_id: str, flow: str, inputs: dict[str, Any], config: PipelineConfig,
-               outcomes: list[StageOutcome], started: float, status: str = "ok", error: str | None = None,
-               output: str | None = None) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "flow": flow,
-        "started": started,
-        "started_at": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
-        "seconds": time.time() - started,
-        "status": status,
-        "error": error,
-        "inputs": inputs,
-        "output": output,
-        "config": config.model_dump(mode="json"),
-        "stages": [o.record() for o in outcomes],
-    }
-
-
-def stage_table(outcomes: list[StageOutcome]) -> str:
-    """A plain-text table of stages, as the CLI prints it at the end of a run."""
-    rows = [("stage", "image", "key", "status", "seconds")]
-    for o in outcomes:
-        name = f"{o.stage}[{o.layer}]" if o.layer else o.stage
-        rows.append((name, o.side or "pair", o.key[:12], o.status, f"{o.seconds:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

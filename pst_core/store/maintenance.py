@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass
 
 from pst_core.store.artifact_store import MARKER, ArtifactStore, array_digest, temp_leftovers
@@ -106,24 +105,3 @@ def collect_garbage(store: ArtifactStore, keep_runs: int | None = None, older_th
             removed_tmp += 1
     return {"removed_entries": removed, "dropped_runs": dropped, "kept_runs": sorted(kept),
             "removed_leftovers": removed_tmp, "dry_run": dry_run}
-
-
-def describe_run(run: dict) -> str:
-    """``pst inspect RUN``: the stage graph with the parameters each stage read."""
-    lines = [f"run {run['run_id']}  {run.get('flow')}  {run.get('started_at', '')}  status {run['status']}  "
-             f"{run.get('seconds', 0):.1f} s"]
-    lines += [f"  {k}: {v}" for k, v in run.get("inputs", {}).items() if v]
-    if run.get("error"):
-        lines.append(f"  error: {run['error']}")
-    config = run.get("config", {})
-    for s in run.get("stages", []):
-        params = dict(config.get(s["stage"], {}))
-        side_overrides = config.get(s.get("side") or "", {}).get(s["stage"], {}) if s.get("side") else {}
-        params.update(side_overrides)
-        name = f"{s['stage']}[{s['layer']}]" if s.get("layer") else s["stage"]
-        lines.append(f"  {name:<32} {s.get('side') or 'pair':<8} {s['key'][:12]}  {s['status']:<8} "
-                     f"{s['seconds']:7.2f}s  {json.dumps(params, sort_keys=True)}")
-    if run.get("flow") == "pst-dataset":
-        lines.append(f"  {run.get('rows', 0)} rows: {run.get('ok', '?')} ok, {run.get('failed', '?')} failed; "
-                     f"results in {run.get('out_dir')}/results.csv")
-    return "\n".join(lines)
