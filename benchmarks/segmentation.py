@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from pst_core.segmentation.backprop_clusters import colour_features  # noqa: E402
 from pst_core.config.overrides import build_config  # noqa: E402
 from pst_core.config.presets import PRESETS  # noqa: E402
-from pst_core.segmentation.segment import cluster_layers, fuse_regions, layer_indicators  # noqa: E402
+from pst_core.segmentation.cluster_layer import cluster_layers  # noqa: E402
+from pst_core.segmentation.segment import fuse_regions, layer_indicators  # noqa: E402
 from pst_core.synthetic import colour_set, texture_set  # noqa: E402
 from pst_core.features import load_vgg  # noqa: E402
 

@@ -108,6 +108,9 @@ class ClusterLayerParams(StageParams):
     @classmethod
     def _known_layers(cls, layers: list[str] | None) -> list[str] | None:
         if layers is not None:
+            if not layers:  # it would cluster nothing; null is the default
+                raise ValueError("an empty list clusters nothing: name at least one layer, or null for rgb + "
+                                 "features.layers")
             check_layers([name for name in layers if name != "rgb"], "cluster_layer.layers")
         return layers
 

@@ -26,6 +26,7 @@ from pst_core.color.normalize import resolve
 from pst_core.config.schema import (STAGE_VERSIONS, BackpropParams, ClusterLayerParams, ColorNormalizeParams,
                                     FeaturesParams, FuseParams, LoadParams, PipelineConfig, StyleTransferParams,
                                     UnnormalizeParams)
+from pst_core.segmentation.cluster_layer import cluster_layers
 from pst_core.store.artifact_store import key_digest
 
 
@@ -233,7 +234,7 @@ def side_steps(side: str, source: SideSource, config: PipelineConfig, weights_id
     feats = _step(features_spec(feats_params, loaded.key, weights_id), [loaded], image_key=loaded.key,
                   params=feats_params, side=side)
     steps, indicators = [*loads, feats], {}
-    for layer in cluster.layers or ["rgb", *feats_params.layers]:
+    for layer in cluster_layers(cluster, feats_params.layers):
         source = loaded if layer == "rgb" else feats
         clusters = _step(cluster_layer_spec(cluster, layer, source.key), [source], layer=layer,
                          source_key=source.key, params=cluster, side=side)

@@ -12,6 +12,7 @@ from pst_core.errors import ConfigError
 from pst_core.features import LAYER_STRIDE, load_vgg, resolve_device, weights_id
 from pst_core.load import check_pixel_count, pixel_digest, read_image, working_shape
 from pst_core.pipeline.plan import Plan, SideSource, needs_network, pair_steps, side_steps
+from pst_core.segmentation.cluster_layer import cluster_layers
 from pst_core.segmentation.labels import check_fits, labels_role, read_labels
 from pst_core.store.artifact_store import ArtifactStore
 from pst_core.style.style_transfer import plan_transfer
@@ -140,8 +141,7 @@ def _check_cluster_sizes(side: str, shape: tuple[int, int], config: PipelineConf
     fuse = config.params("fuse_segmentation", side)
     if fuse.k == 1:
         return  # nothing is clustered
-    layers = clusters.layers if clusters.layers is not None else ["rgb", *features.layers]
-    for layer in layers:
+    for layer in cluster_layers(clusters, features.layers):
         if layer != "rgb" and layer not in features.layers:
             raise ConfigError(f"{side}.cluster_layer.layers: {layer!r} is not among features.layers "
                               f"{features.layers}")

@@ -166,7 +166,7 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
     (layer ``rgb``, ``source_key`` = load entry)."""
     from pst_core.segmentation.backprop_clusters import colour_features
-    from pst_core.segmentation.segment import cluster_features
+    from pst_core.segmentation.cluster_layer import cluster_features
 
     def compute():
         if layer == "rgb":

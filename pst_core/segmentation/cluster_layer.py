@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pst_core.config.schema import ClusterLayerParams
 from pst_core.errors import ConfigError
 from pst_core.segmentation.texture import local_energy
 
@@ -220,3 +221,20 @@ def maxent_cluster(features: torch.Tensor, k: int, *, iterations: int = 200, ent
         bias = _enforce_min_size(weight, bias, z, min_region_size)
     head.weight, head.bias = weight.numpy().copy(), bias.numpy().copy()
     return head, head.probs(f, pooled=True), history
+
+
+# -- the cluster_layer stage: which layers, with which settings ---------------------------------------
+def cluster_layers(cluster: ClusterLayerParams, feature_layers: list[str]) -> list[str]:
+    """Which layers are clustered: ``cluster_layer.layers``, or (null, the default) rgb and every one of
+    ``features.layers``. The plan, the checks before a run and ``segment_image`` all ask here. (An empty
+    list would cluster nothing: the schema refuses it.)"""
+    return list(cluster.layers) if cluster.layers is not None else ["rgb", *feature_layers]
+
+
+def cluster_features(features: torch.Tensor, layer: str, cluster: ClusterLayerParams):
+    """One layer's max-entropy clustering: (head, probs, loss history). Colour is clustered per pixel,
+    VGG layers by their local energy over cluster.window (texture descriptors)."""
+    return maxent_cluster(features, cluster.k, iterations=cluster.iterations, entropy_weight=cluster.entropy_weight,
+                          balance_weight=cluster.balance_weight, smoothness=cluster.smoothness,
+                          coords_weight=cluster.coords_weight, lr=cluster.lr, seed=cluster.seed,
+                          window=0.0 if layer == "rgb" else cluster.window)

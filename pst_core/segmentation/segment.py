@@ -7,31 +7,18 @@ from __future__ import annotations
 
 import torch
 
-from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features
 from pst_core.config.schema import BackpropParams, ClusterLayerParams, FuseParams
-from pst_core.segmentation.fuse_segmentation import fuse_indicators
-from pst_core.segmentation.cluster_layer import maxent_cluster
 from pst_core.features import reflected_features
+from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features
+from pst_core.segmentation.cluster_layer import cluster_features, cluster_layers
+from pst_core.segmentation.fuse_segmentation import fuse_indicators
 
 
-def cluster_layers(cluster: ClusterLayerParams, layers: list[str]) -> list[str]:
-    """The layers that are clustered: cluster_layer.layers, or rgb + the feature layers."""
-    return list(cluster.layers) if cluster.layers is not None else ["rgb", *layers]
-
-
-def cluster_features(features: torch.Tensor, layer: str, cluster: ClusterLayerParams):
-    """One layer's max-entropy clustering: (head, probs, loss history). Colour is clustered per pixel,
-    VGG layers by their local energy over cluster.window (texture descriptors)."""
-    return maxent_cluster(features, cluster.k, iterations=cluster.iterations, entropy_weight=cluster.entropy_weight,
-                          balance_weight=cluster.balance_weight, smoothness=cluster.smoothness,
-                          coords_weight=cluster.coords_weight, lr=cluster.lr, seed=cluster.seed,
-                          window=0.0 if layer == "rgb" else cluster.window)
-
-
-def layer_indicators(image: torch.Tensor, vgg, layers: list[str], cluster: ClusterLayerParams,
+def layer_indicators(image: torch.Tensor, vgg, feature_layers: list[str], cluster: ClusterLayerParams,
                      backprop: BackpropParams) -> dict[str, torch.Tensor]:
-    """{layer: (K, H, W)} indicators at image resolution, one max-entropy clustering per layer."""
-    names = cluster_layers(cluster, layers)
+    """{layer: (K, H, W)} indicators at image resolution, one max-entropy clustering per clustered layer
+    (``cluster_layers``)."""
+    names = cluster_layers(cluster, feature_layers)
     deep = [name for name in names if name != "rgb"]
     with torch.no_grad():
         activations = {name: a[0] for name, a in reflected_features(vgg, image[None], deep).items()} if deep else {}
@@ -50,7 +37,7 @@ def fuse_regions(indicators: dict[str, torch.Tensor], params: FuseParams, image:
     return regions
 
 
-def segment_image(image: torch.Tensor, vgg, layers: list[str], cluster: ClusterLayerParams,
+def segment_image(image: torch.Tensor, vgg, feature_layers: list[str], cluster: ClusterLayerParams,
                   backprop: BackpropParams, fuse: FuseParams) -> torch.Tensor:
     """image (3, H, W) in [0, 1] -> soft regions (fuse.k, H, W), largest first."""
-    return fuse_regions(layer_indicators(image, vgg, layers, cluster, backprop), fuse, image)
+    return fuse_regions(layer_indicators(image, vgg, feature_layers, cluster, backprop), fuse, image)
