@@ -33,7 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pst_core.segmentation.backprop_clusters import colour_features  # noqa: E402
+from pst_core.color.spaces import srgb_to_lab  # noqa: E402
 from pst_core.config.overrides import build_config  # noqa: E402
 from pst_core.config.presets import PRESETS  # noqa: E402
 from pst_core.segmentation.cluster_layer import cluster_layers  # noqa: E402
@@ -132,7 +132,7 @@ def baseline_labels(name: str, image: torch.Tensor, k: int) -> torch.Tensor:
     if name == "kmeans-rgb":
         return kmeans(image.reshape(3, -1).T, k).view(h, w)
     if name == "kmeans-lab":
-        return kmeans(colour_features(image).reshape(3, -1).T, k).view(h, w)
+        return kmeans(srgb_to_lab(image).reshape(3, -1).T, k).view(h, w)
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     return ((ys / (2 / 3)) ** 2 + (xs / (2 / 3)) ** 2 <= 1).long()  # ellipse: 2 regions whatever k
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import FAST
-from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features
+from pst_core.color.spaces import srgb_to_lab
+from pst_core.segmentation.backprop_clusters import backprop_indicators
 from pst_core.segmentation.cluster_layer import maxent_cluster
 from pst_core.features import load_vgg
 
@@ -25,7 +26,7 @@ def heads():
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     feats = vgg(image[None], ["relu2_1"])["relu2_1"][0]
     layer_head, _, _ = maxent_cluster(feats, 3, iterations=3)
-    colour_head, _, _ = maxent_cluster(colour_features(image), 3, iterations=3)
+    colour_head, _, _ = maxent_cluster(srgb_to_lab(image), 3, iterations=3)
     return vgg, image, layer_head, colour_head
 
 

@@ -11,7 +11,8 @@ from pst_core.errors import ComputeError, ConfigError
 from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_grams
 from pst_core.inspect.quality import region_style_distances
 from pst_core.load import read_image, resize, working_shape
-from pst_core.style.mapping import map_regions, resize_masks
+from pst_core.segmentation.masks import resize_masks
+from pst_core.style.mapping import map_regions
 from pst_core.segmentation.cluster_layer import cluster_layers
 from pst_core.segmentation.segment import segment_image
 from pst_core.style.style_transfer import _Objective, transfer

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pst_core.color.spaces import rgb_to_yiq, yiq_to_rgb
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.style.mapping import map_regions
 
@@ -71,11 +72,6 @@ EPS = 1e-6
 EPS_FLOOR = (1 / 255) ** 2
 MAX_GAIN = 1.0  # default bound on how much the map may squeeze any colour direction (1: not at all)
 _MIN_MASS = 1e-6  # fraction of the image below which a region has no statistics
-
-# RGB -> YIQ; only the first row (luminance) is fitted, the chroma rows restore the colour.
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_INV = np.linalg.inv(_YIQ)
-
 
 def _sym_power(s: np.ndarray, power: float) -> np.ndarray:
     vals, vecs = np.linalg.eigh(s)
@@ -111,10 +107,6 @@ def _fit_matrix(method: str, s_src: np.ndarray, s_dst: np.ndarray) -> np.ndarray
     return inv_root @ _sym_power(root @ s_dst @ root, 0.5) @ inv_root
 
 
-def _yiq(image: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,jhw->ihw", _YIQ, image.astype(np.float64))
-
-
 @dataclass
 class ColorTransform:
     """T (per region r): x -> matrix[r] (x - source_mean[r]) + target_mean[r], blended by ``masks``."""
@@ -128,7 +120,7 @@ class ColorTransform:
     chroma: np.ndarray | None = None  # (2, H, W) the content's I, Q (luminance only)
 
     def _channels(self, image: np.ndarray) -> np.ndarray:
-        return _yiq(image)[:1] if self.method == "luminance" else image.astype(np.float64)
+        return rgb_to_yiq(image)[:1] if self.method == "luminance" else image.astype(np.float64)
 
     def _to_rgb(self, x: np.ndarray) -> np.ndarray:
         """Values in the fitted channels -> RGB image; luminance is grey until the chroma comes back."""
@@ -175,7 +167,7 @@ class ColorTransform:
             return x.astype(np.float32)
         if self.chroma is None or self.chroma.shape[1:] != x.shape[1:]:
             raise ConfigError("colour transform: luminance restore needs the content's chroma at the output's size")
-        return np.einsum("ij,jhw->ihw", _YIQ_INV, np.concatenate([x, self.chroma])).astype(np.float32)
+        return yiq_to_rgb(np.concatenate([x, self.chroma])).astype(np.float32)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"matrix": self.matrix, "source_mean": self.source_mean, "target_mean": self.target_mean}
@@ -216,8 +208,8 @@ def fit_transform(source: np.ndarray, target: np.ndarray, method: str, side: str
     if method not in METHODS:
         raise ConfigError(f"color_normalize.method: unknown method {method!r} (choose from {', '.join(METHODS)})")
     fit = "linear" if method in ("luminance", "none") else method
-    x = _yiq(source)[:1] if method == "luminance" else source.astype(np.float64)
-    y = _yiq(target)[:1] if method == "luminance" else target.astype(np.float64)
+    x = rgb_to_yiq(source)[:1] if method == "luminance" else source.astype(np.float64)
+    y = rgb_to_yiq(target)[:1] if method == "luminance" else target.astype(np.float64)
     x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)
     d = len(x)
     pairs = [(None, None)] if source_masks is None else _region_weights(
@@ -259,7 +251,7 @@ def normalize_pair(content: np.ndarray, style: np.ndarray, method: str, directio
     if content_masks is not None:
         mapping = map_regions(content_masks, style_masks, mapping)  # checks the regions exist, fills gaps
     side = "content" if direction == "content_to_style" else "style"
-    chroma = _yiq(content)[1:] if method == "luminance" else None
+    chroma = rgb_to_yiq(content)[1:] if method == "luminance" else None
     if side == "content":
         t = fit_transform(content, style, method, side, source_masks=content_masks, target_masks=style_masks,
                           mapping=mapping, chroma=chroma, max_gain=max_gain)
@@ -269,7 +261,7 @@ def normalize_pair(content: np.ndarray, style: np.ndarray, method: str, directio
                           mapping=mapping, chroma=chroma, max_gain=max_gain)
         moved, still = t.apply(style), content
     if method == "luminance":
-        still = np.repeat(_yiq(still)[:1], 3, axis=0).astype(np.float32)
+        still = np.repeat(rgb_to_yiq(still)[:1], 3, axis=0).astype(np.float32)
     still = still.astype(np.float32)
     return (moved, still, t) if side == "content" else (still, moved, t)
 

@@ -33,13 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pst_core.color.spaces import luminance, srgb_to_lab
+
 NOISE_CUTOFF = 0.35  # cycles per pixel
 _ORIENTATIONS = 8
-
-
-def luminance(image: np.ndarray) -> np.ndarray:
-    """(3, H, W) RGB -> (H, W) Rec. 601 luma."""
-    return np.tensordot(np.array([0.299, 0.587, 0.114]), np.asarray(image, np.float64), axes=1)
 
 
 def gabor_frequencies(shape: tuple[int, int]) -> np.ndarray:
@@ -181,9 +178,7 @@ def noise_ratio(output: np.ndarray, content: np.ndarray, style: np.ndarray) -> f
 
 def _lab(pixels: np.ndarray) -> np.ndarray:
     """(3, N) sRGB in [0, 1] -> (N, 3) CIE Lab (D65)."""
-    from pst_core.segmentation.backprop_clusters import colour_features
-
-    return colour_features(torch.as_tensor(pixels, dtype=torch.float32)[:, None, :])[:, 0].T.numpy()
+    return srgb_to_lab(torch.as_tensor(pixels, dtype=torch.float32)[:, None, :])[:, 0].T.numpy()
 
 
 def palette_distance(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, reference_mask: np.ndarray,
@@ -212,7 +207,7 @@ def region_style_distances(vgg, output, content_masks, style, style_masks, layer
     """d[r, s]: relative Gram distance, measured with ``vgg``, between content region r of ``output``
     and style region s (how well a transfer put each style region's statistics where it was mapped)."""
     from pst_core.style.losses import GramLoss, Region
-    from pst_core.style.mapping import resize_masks
+    from pst_core.segmentation.masks import resize_masks
 
     with torch.no_grad():
         fo, fs = vgg(torch.tensor(output)[None], layers), vgg(torch.tensor(style)[None], layers)

@@ -165,12 +165,12 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
                   side: str = "content") -> StageOutcome:
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
     (layer ``rgb``, ``source_key`` = load entry)."""
-    from pst_core.segmentation.backprop_clusters import colour_features
+    from pst_core.color.spaces import srgb_to_lab
     from pst_core.segmentation.cluster_layer import cluster_features
 
     def compute():
         if layer == "rgb":
-            feats = colour_features(_tensor(_image(store, source_key)))
+            feats = srgb_to_lab(_tensor(_image(store, source_key)))
         else:
             feats = _tensor(store.open("features", source_key).array(layer))
         head, probs, history = cluster_features(feats, layer, params)

@@ -1,7 +1,7 @@
 """Per-layer soft clusters brought back to image resolution, as per-pixel distributions over K.
 
-Colour features (layer ``rgb``) are CIE Lab (D65) of the image: Lab separates lightness from
-chroma, and k-means on Lab beats k-means on RGB on our labelled set. The head standardises them.
+Colour features (layer ``rgb``) are CIE Lab (D65) of the image (``color.spaces``); the head
+standardises them.
 """
 
 from __future__ import annotations
@@ -9,31 +9,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pst_core.color.spaces import srgb_to_lab
 from pst_core.errors import ConfigError
+from pst_core.features import reflected_features
 from pst_core.segmentation.cluster_layer import ClusterHead
 from pst_core.segmentation.texture import gaussian_blur, normalise
-from pst_core.features import reflected_features
-
-_SRGB_TO_XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
-                             [0.2126729, 0.7151522, 0.0721750],
-                             [0.0193339, 0.1191920, 0.9503041]])
-_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883])
-
-
-def colour_features(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) sRGB in [0, 1] -> (3, H, W) CIE Lab."""
-    rgb = image.float().clamp(0, 1)
-    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    matrix, white = _SRGB_TO_XYZ.to(rgb.device), _WHITE_D65.to(rgb.device)
-    xyz = torch.einsum("ij,jhw->ihw", matrix, linear) / white.view(3, 1, 1)
-    f = torch.where(xyz > (6 / 29) ** 3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
 
 def layer_features(image: torch.Tensor, vgg, layer: str) -> torch.Tensor:
     """The features cluster_layer clusters: (C, h, w) activations of ``layer``, or Lab for 'rgb'."""
     if layer == "rgb":
-        return colour_features(image)
+        return srgb_to_lab(image)
     return reflected_features(vgg, image[None], [layer])[layer][0]
 
 
@@ -62,7 +48,7 @@ def backprop_indicators(image: torch.Tensor, vgg, layer: str, head: ClusterHead,
     h, w = image.shape[-2:]
     if layer == "rgb":
         with torch.no_grad():
-            maps = head.probs(colour_features(image))
+            maps = head.probs(srgb_to_lab(image))
     elif method == "upsample":
         with torch.no_grad():
             p = head.probs(layer_features(image, vgg, layer) if features is None else features)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pst_core.segmentation.backprop_clusters import colour_features
+from pst_core.color.spaces import srgb_to_lab
 from pst_core.errors import ConfigError
 from pst_core.segmentation.cluster_layer import ClusterHead, maxent_cluster
 from pst_core.segmentation.texture import confidence
@@ -69,7 +69,7 @@ def fuse_indicators(indicators: dict[str, torch.Tensor], *, k: int, layer_weight
         weights.update({name: weights.get(name, 1.0) * w for name, w in auto.items()})
         colour_weight *= gate
     if image is not None and colour_weight > 0:
-        indicators = {**indicators, COLOUR: colour_features(image)}
+        indicators = {**indicators, COLOUR: srgb_to_lab(image)}
         weights[COLOUR] = colour_weight
     unknown = sorted(set(weights) - set(indicators))
     if unknown:

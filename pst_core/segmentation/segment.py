@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from pst_core.color.spaces import srgb_to_lab
 from pst_core.config.schema import BackpropParams, ClusterLayerParams, FuseParams
 from pst_core.features import reflected_features
-from pst_core.segmentation.backprop_clusters import backprop_indicators, colour_features
+from pst_core.segmentation.backprop_clusters import backprop_indicators
 from pst_core.segmentation.cluster_layer import cluster_features, cluster_layers
 from pst_core.segmentation.fuse_segmentation import fuse_indicators
 
@@ -23,7 +24,7 @@ def layer_indicators(image: torch.Tensor, vgg, feature_layers: list[str], cluste
     with torch.no_grad():
         activations = {name: a[0] for name, a in reflected_features(vgg, image[None], deep).items()} if deep else {}
     if "rgb" in names:
-        activations["rgb"] = colour_features(image)
+        activations["rgb"] = srgb_to_lab(image)
     out = {}
     for name in names:
         head, _, _ = cluster_features(activations[name], name, cluster)

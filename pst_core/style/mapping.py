@@ -6,20 +6,11 @@ import itertools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pst_core.errors import ConfigError
+from pst_core.segmentation.masks import resize_masks
 
 _EXACT_MAX_K = 7  # up to 7! = 5040 permutations an exhaustive assignment is instant
-
-
-def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(K,H,W) soft masks -> (K,h,w) by area averaging (a downsampled mask keeps its mass fraction)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks
-    mode = "area" if size[0] <= masks.shape[-2] and size[1] <= masks.shape[-1] else "bilinear"
-    extra = {} if mode == "area" else {"align_corners": False}
-    return F.interpolate(masks[None], size=size, mode=mode, **extra)[0]
 
 
 def _descriptors(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.style import memory, tiles
 from pst_core.style.losses import STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_grams, total_variation
-from pst_core.style.mapping import map_regions, resize_masks
+from pst_core.segmentation.masks import resize_masks
+from pst_core.style.mapping import map_regions
 from pst_core.features import LAYER_STRIDE
 
 __all__ = ["StyleResult", "transfer", "map_regions"]
