@@ -1,10 +1,11 @@
 """The pipeline's stages: each reads its inputs from the store by key, computes, and publishes one entry.
 
 Every stage function has the same shape: build the stage's key from its own parameters and its
-inputs' keys (with ``pst_core.plan``'s ``*_spec`` functions, which plan a run's keys before it runs);
-if the store holds a complete entry under that key, return at once ("cached");
-otherwise compute, write the entry atomically and return ("computed"). Inputs and outputs are store
-keys, never large arrays, so the same functions run in a thread, a process or a Dask worker.
+inputs' keys (with ``pst_core.pipeline.plan``'s ``*_spec`` functions, which plan a run's keys before
+it runs); if the store holds a complete entry under that key, return at once ("cached"); otherwise
+compute, write the entry atomically and return ("computed"). Inputs and outputs are store keys, never
+large arrays, so the same functions run in a thread, a process or a Dask worker. The computing itself
+is done by each stage's own module (``MATHS``).
 """
 
 from __future__ import annotations
@@ -18,18 +19,38 @@ import torch
 
 from pst_core import __version__
 from pst_core.color.normalize import ColorTransform, normalize_pair, resolve, restore_palette
-from pst_core.config.schema import (BackpropParams, ClusterLayerParams, ColorNormalizeParams, FeaturesParams, FuseParams,
-                     LoadParams, StyleTransferParams, UnnormalizeParams)
+from pst_core.color.spaces import srgb_to_lab
+from pst_core.config.schema import (STAGE_VERSIONS, BackpropParams, ClusterLayerParams, ColorNormalizeParams,
+                                    FeaturesParams, FuseParams, LoadParams, StyleTransferParams, UnnormalizeParams)
 from pst_core.errors import InputError
-from pst_core.load import pixel_digest, read_image, resize, working_shape
-from pst_core.style.mapping import map_regions
-from pst_core.pipeline.plan import (STAGE_VERSIONS, KeySpec, MappingNet, StageOutcome, Step, backprop_clusters_spec,  # noqa: F401
-                   cluster_layer_spec, color_normalize_spec, features_spec, fuse_segmentation_spec, load_spec,
-                   stage_key, style_transfer_spec, unnormalize_spec)
-from pst_core.progress import report_progress
-from pst_core.store.artifact_store import ArrayOut, ArtifactStore
-from pst_core.style.tiles import forward
 from pst_core.features import load_vgg, reflected_features, strict_cuda_numerics, weights_id
+from pst_core.load import pixel_digest, read_image, resize, working_shape
+from pst_core.pipeline.plan import (KeySpec, MappingNet, StageOutcome, Step, backprop_clusters_spec, cluster_layer_spec,
+                                    color_normalize_spec, features_spec, fuse_segmentation_spec, load_spec,
+                                    style_transfer_spec, unnormalize_spec)
+from pst_core.progress import report_progress
+from pst_core.segmentation.backprop_clusters import backprop_indicators
+from pst_core.segmentation.cluster_layer import ClusterHead, cluster_features
+from pst_core.segmentation.fuse_segmentation import fuse_indicators
+from pst_core.segmentation.labels import check_fits, label_masks, labels_role, read_labels
+from pst_core.segmentation.masks import regions_at_size
+from pst_core.store.artifact_store import ArrayOut, ArtifactStore
+from pst_core.style.mapping import map_regions
+from pst_core.style.style_transfer import transfer
+from pst_core.style.tiles import forward
+
+# Where each stage's maths lives. The functions below read the stage's inputs from the store, call
+# it, and write the entry; the graph of stages is ``pst_core.pipeline.plan``'s.
+MATHS = {
+    "load": "pst_core.load",  # decode any image file to RGB float, resize, digest the pixels
+    "features": "pst_core.features",  # VGG19 activations (the image mirrored outwards at its borders)
+    "cluster_layer": "pst_core.segmentation.cluster_layer",  # max-entropy clustering of one layer
+    "backprop_clusters": "pst_core.segmentation.backprop_clusters",  # a layer's clusters at image resolution
+    "fuse_segmentation": "pst_core.segmentation.fuse_segmentation",  # all layers fused into K regions
+    "color_normalize": "pst_core.color.normalize",  # colour statistics matched, per region pair
+    "style_transfer": "pst_core.style.style_transfer",  # the partitioned transfer (losses, tiles, memory)
+    "unnormalize": "pst_core.color.normalize",  # the colour transform's inverse
+}
 
 
 def _execute(store: ArtifactStore, spec: KeySpec, compute: Callable[[], tuple[dict[str, ArrayOut], dict[str, Any]]],
@@ -165,8 +186,6 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
                   side: str = "content") -> StageOutcome:
     """Cluster one layer's activations (``source_key`` = features entry), or the colour channels
     (layer ``rgb``, ``source_key`` = load entry)."""
-    from pst_core.color.spaces import srgb_to_lab
-    from pst_core.segmentation.cluster_layer import cluster_features
 
     def compute():
         if layer == "rgb":
@@ -186,9 +205,6 @@ def cluster_layer(store: ArtifactStore, layer: str, source_key: str, params: Clu
 def backprop_clusters(store: ArtifactStore, layer: str, cluster_key: str, image_key: str,
                       params: BackpropParams, features_params: FeaturesParams, side: str = "content",
                       device: str = "cpu") -> StageOutcome:
-    from pst_core.segmentation.backprop_clusters import backprop_indicators
-    from pst_core.segmentation.cluster_layer import ClusterHead
-
     def compute():
         clusters = store.open("cluster_layer", cluster_key)
         head = ClusterHead.from_arrays(_read_prefixed(clusters, "head_"))
@@ -210,8 +226,6 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
     """Fuse all layers' indicators into ``params.k`` soft regions. With k = 1 the single region is the
     whole image, and with ``params.labels`` the regions are the label image's: no clustering (and no
     upstream segmentation) is needed."""
-    from pst_core.segmentation.fuse_segmentation import fuse_indicators
-
     if params.labels:
         return _regions_from_labels(store, image_key, params.labels, side)
 
@@ -230,8 +244,6 @@ def fuse_segmentation(store: ArtifactStore, indicator_keys: dict[str, str], imag
 
 
 def _regions_from_labels(store: ArtifactStore, image_key: str, path: str, side: str) -> StageOutcome:
-    from pst_core.segmentation.labels import check_fits, label_masks, labels_role, read_labels
-
     role = labels_role(side)
     labels = read_labels(path, LoadParams().max_pixels, role)
 
@@ -252,8 +264,6 @@ def _regions_arrays(regions: np.ndarray) -> dict[str, ArrayOut]:
 
 def read_regions(store: ArtifactStore, fuse_key: str, shape: tuple[int, int] | None = None) -> np.ndarray:
     """The soft regions (K, h, w), carried up to ``shape`` when given (segmentation may work smaller)."""
-    from pst_core.segmentation.masks import regions_at_size
-
     regions = store.open("fuse_segmentation", fuse_key).array("regions")
     return regions if shape is None else regions_at_size(regions, tuple(shape))
 
@@ -264,7 +274,6 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
                    progress: Callable[[dict], None] | None = None) -> StageOutcome:
     """``progress(entry)`` each iteration (``pst_core.style.transfer``'s entries: scale, iteration, of, and
     the losses); this process's progress listeners (``pst_core.progress``) get the same entries."""
-    from pst_core.style.style_transfer import transfer
 
     def report(entry: dict) -> None:
         report_progress("style_transfer", entry)
