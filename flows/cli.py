@@ -31,33 +31,24 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 class _TransferBar:
-    """The style transfer's iterations as a progress bar on stderr (one bar over all its scales: an entry's
-    ``iteration`` counts on across scales, ``of`` them), the scale's size (and tiles, where the memory
-    plan tiles it) and the losses in the postfix."""
+    """The style transfer's progress (``pst_core.progress.TransferProgress``) as a bar on stderr: one bar
+    over all its scales, the record's ``describe`` (size, tiles, losses) in the postfix."""
 
     def __init__(self):
         self.bar = None
         self.size = None  # the scale the bar shows
 
-    def __call__(self, stage: str, entry: dict) -> None:
+    def __call__(self, progress) -> None:
         from tqdm import tqdm
 
-        if stage != "style_transfer":
-            return
-        if self.bar is None or entry["iteration"] < self.bar.n:
+        if self.bar is None or progress.iteration < self.bar.n:
             self.close()
-            self.bar = tqdm(total=entry["of"], desc="style_transfer", unit="it", file=sys.stderr,
-                            dynamic_ncols=True)
-        if self.bar.n and entry["size"] != self.size:  # a new scale: the last one's end is drawn, however fast
+            self.bar = tqdm(total=progress.of, desc="style_transfer", unit="it", file=sys.stderr, dynamic_ncols=True)
+        if self.bar.n and progress.size != self.size:  # a new scale: the last one's end is drawn, however fast
             self.bar.refresh()
-        self.size = entry["size"]
-        losses = ", ".join(f"{k} {entry[k]:.3g}" for k in ("content", "style", "tv") if entry.get(k))
-        height, width = entry["size"]
-        tiled = f" in {entry['tile']} px tiles" if entry.get("tile") else ""
-        if tiled and entry.get("history"):
-            tiled += f", L-BFGS history {entry['history']}"
-        self.bar.set_postfix_str(f"{width}x{height} px{tiled}, loss {entry['total']:.4g} ({losses})", refresh=False)
-        self.bar.update(entry["iteration"] - self.bar.n)
+        self.size = progress.size
+        self.bar.set_postfix_str(progress.describe(), refresh=False)
+        self.bar.update(progress.iteration - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -17,6 +17,7 @@ from prefect.states import Completed
 from pst_core.pipeline import stages
 from pst_core.config.schema import STAGE_MODELS
 from pst_core.pipeline.plan import StageOutcome, Step
+from pst_core.progress import TransferProgress
 from pst_core.store.artifact_store import ArtifactStore
 
 stage_task = task(cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -32,16 +33,13 @@ def _finish(outcomes: StageOutcome | list[StageOutcome]):
 
 
 def _transfer_log(every: int = 10):
-    """The style transfer's progress in the task run's log (the Prefect UI), every tenth of the way."""
+    """The style transfer's progress (``pst_core.progress.TransferProgress``) in the task run's log (the
+    Prefect UI), every tenth of the way."""
     logger = get_run_logger()
 
-    def log(entry: dict) -> None:
-        total, iteration = entry["of"], entry["iteration"]
-        if iteration % max(1, total // every) == 0 or iteration == total:
-            losses = ", ".join(f"{k} {entry[k]:.4g}" for k in ("content", "style", "tv") if k in entry)
-            height, width = entry["size"]
-            logger.info(f"style_transfer iteration {iteration}/{total} at {width}x{height} px: "
-                        f"loss {entry['total']:.4g} ({losses})")
+    def log(progress: TransferProgress) -> None:
+        if progress.iteration % max(1, progress.of // every) == 0 or progress.iteration == progress.of:
+            logger.info(f"style_transfer iteration {progress.iteration}/{progress.of}: {progress.describe()}")
 
     return log
 

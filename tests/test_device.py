@@ -86,7 +86,7 @@ def test_cuda_transfer_matches_cpu():
     on_cpu = transfer(content, style, cm, sm, load_vgg("random", 0, "cpu"), params, device="cpu")
     on_gpu = transfer(content, style, cm, sm, load_vgg("random", 0, "cuda"), params, device="cuda")
     assert on_cpu.mapping == on_gpu.mapping
-    losses = np.array([h["total"] for h in on_cpu.history]), np.array([h["total"] for h in on_gpu.history])
+    losses = np.array([h.total for h in on_cpu.history]), np.array([h.total for h in on_gpu.history])
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
     assert np.abs(on_gpu.image - on_cpu.image).max() < 1e-2
     assert np.abs(on_gpu.image - on_cpu.image).mean() < 1e-3

@@ -149,7 +149,7 @@ def test_empty_regions_are_skipped(vgg):
     style, sm = two_texture_style(32)
     cm3 = np.concatenate([cm, np.zeros((1, 32, 32), np.float32)])
     result = transfer(content, style, cm3, sm, vgg, StyleTransferParams(iterations=3, mapping={0: 0, 1: 1, 2: 0}))
-    assert np.isfinite(result.image).all() and all(np.isfinite(h["total"]) for h in result.history)
+    assert np.isfinite(result.image).all() and all(np.isfinite(h.total) for h in result.history)
 
 
 # ---------------------------------------------------------------- optimisation
@@ -163,9 +163,9 @@ def test_style_loss_falls_and_output_moves_toward_style(vgg, loss):
     params = StyleTransferParams(iterations=40, loss=loss, style_layers=SHALLOW, snapshot_every=10, tv_weight=0.0)
     result = transfer(content, style, _ones(content), _ones(style), vgg, params,
                       progress=calls.append, snapshot=lambda i, im: shots.append(i))
-    styles = [h["style"] for h in result.history]
+    styles = [h.style for h in result.history]
     assert styles[-1] < 0.3 * styles[0]
-    assert len(calls) == 40 and set(calls[0]) >= {"scale", "iteration", "total", "content", "style", "tv"}
+    assert len(calls) == 40 and set(vars(calls[0])) >= {"scale", "iteration", "total", "content", "style", "tv"}
     assert shots == [10, 20, 30, 40] and [i for i, _ in result.snapshots] == shots
     one = _ones(content)
     optimised = vgg.with_pooling(params.pooling)
@@ -286,9 +286,9 @@ def test_adam_multiscale_noise_init_is_seeded(vgg):
     b = transfer(content, style, cm, sm, vgg, params)
     assert np.array_equal(a.image, b.image)
     # From about 50 px up: 64 then 128 px (32 would be under 50).
-    assert [h["scale"] for h in a.history] == [0, 0, 0, 1, 1, 1, 1]
-    assert [h["size"] for h in a.history] == [[64, 64]] * 3 + [[128, 128]] * 4
-    assert [h["iteration"] for h in a.history] == list(range(1, 8)) and a.history[0]["of"] == 7
+    assert [h.scale for h in a.history] == [0, 0, 0, 1, 1, 1, 1]
+    assert [h.size for h in a.history] == [(64, 64)] * 3 + [(128, 128)] * 4
+    assert [h.iteration for h in a.history] == list(range(1, 8)) and a.history[0].of == 7
     # Snapshots only at the final scale, so every one has the output's size (the store stacks them).
     assert [i for i, _ in a.snapshots] == [4, 6] and all(img.shape == content.shape for _, img in a.snapshots)
     c = transfer(content, style, cm, sm, vgg, params.model_copy(update={"seed": 4}))

@@ -98,7 +98,7 @@ def test_tiled_transfer_follows_the_untiled_one(vgg):
         assert [p.tile for p in whole.plans] == [None, None] and [p.tile for p in tiled.plans] == [None, 32]
         difference = np.abs(tiled.image - whole.image)
         assert difference.max() < largest and difference.mean() < mean, (loss, difference.max(), difference.mean())
-        assert abs(tiled.history[-1]["total"] - whole.history[-1]["total"]) < 1e-3 * whole.history[-1]["total"]
+        assert abs(tiled.history[-1].total - whole.history[-1].total) < 1e-3 * whole.history[-1].total
 
 
 def _seam_z(image: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from pst_core.load import pixel_digest, read_image, resize, working_shape
 from pst_core.pipeline.plan import (KeySpec, MappingNet, StageOutcome, Step, backprop_clusters_spec, cluster_layer_spec,
                                     color_normalize_spec, features_spec, fuse_segmentation_spec, load_spec,
                                     style_transfer_spec, unnormalize_spec)
-from pst_core.progress import report_progress
+from pst_core.progress import TransferProgress, report_progress
 from pst_core.segmentation.backprop_clusters import backprop_indicators
 from pst_core.segmentation.cluster_layer import ClusterHead, cluster_features
 from pst_core.segmentation.fuse_segmentation import fuse_indicators
@@ -271,14 +271,14 @@ def read_regions(store: ArtifactStore, fuse_key: str, shape: tuple[int, int] | N
 # -- 7. style_transfer -----------------------------------------------------------------------------
 def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: str, style_regions_key: str,
                    params: StyleTransferParams, features_params: FeaturesParams, device: str = "cpu",
-                   progress: Callable[[dict], None] | None = None) -> StageOutcome:
-    """``progress(entry)`` each iteration (``pst_core.style.transfer``'s entries: scale, iteration, of, and
-    the losses); this process's progress listeners (``pst_core.progress``) get the same entries."""
+                   progress: Callable[[TransferProgress], None] | None = None) -> StageOutcome:
+    """``progress(record)`` each iteration; this process's progress listeners (``pst_core.progress``) get
+    the same records."""
 
-    def report(entry: dict) -> None:
-        report_progress("style_transfer", entry)
+    def report(record: TransferProgress) -> None:
+        report_progress(record)
         if progress:
-            progress(entry)
+            progress(record)
 
     def compute():
         normalised = store.open("color_normalize", color_key)
@@ -298,7 +298,7 @@ def style_transfer(store: ArtifactStore, color_key: str, content_regions_key: st
                                            ("snapshot", "channel", "y", "x"))
             arrays["snapshot_iterations"] = ArrayOut(np.array([it for it, _ in result.snapshots]), ("snapshot",))
         for column in ("total", "content", "style", "tv"):
-            values = [h.get(column, np.nan) for h in result.history]
+            values = [getattr(h, column) for h in result.history]
             arrays[f"loss_{column}"] = ArrayOut(np.asarray(values, np.float64), ("iteration",))
         return arrays, {"mapping": {str(c): s for c, s in result.mapping.items()}, "device": device}
 
@@ -330,7 +330,7 @@ ON_DEVICE = ("features", "backprop_clusters", "style_transfer")
 
 
 def run_step(store: ArtifactStore, step: Step, device: str = "cpu",
-             progress: Callable[[dict], None] | None = None) -> StageOutcome:
+             progress: Callable[[TransferProgress], None] | None = None) -> StageOutcome:
     """Run one planned step (``pst_core.plan``). Its key must come out as planned: if it does not, an input
     changed after the run was planned (an image file rewritten), and what is downstream would read
     entries that do not exist."""

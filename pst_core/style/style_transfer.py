@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
+from pst_core.progress import TransferProgress
 from pst_core.style import memory, tiles
 from pst_core.style.losses import STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_grams, total_variation
 from pst_core.segmentation.masks import resize_masks
@@ -27,7 +28,7 @@ __all__ = ["StyleResult", "transfer", "map_regions"]
 class StyleResult:
     image: np.ndarray  # (3,H,W) float32 within the inputs' per-channel range (at least [0,1])
     mapping: dict[int, int]
-    history: list[dict] = field(default_factory=list)  # per iteration: scale, iteration, total, content, style, tv
+    history: list[TransferProgress] = field(default_factory=list)  # per iteration
     snapshots: list[tuple[int, np.ndarray]] = field(default_factory=list)
     plans: list = field(default_factory=list)  # per scale: how it ran (memory.ScalePlan)
 
@@ -246,11 +247,11 @@ class _Average:
 
 
 def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
-             vgg, params: StyleTransferParams, *, device="cpu", progress: Callable[[dict], None] | None = None,
+             vgg, params: StyleTransferParams, *, device="cpu", progress: Callable[[TransferProgress], None] | None = None,
              snapshot: Callable[[int, np.ndarray], None] | None = None) -> StyleResult:
     """content (3,H,W), style (3,Hs,Ws) in [0,1] or, colour-normalised, somewhat beyond; masks (Kc,h,w), (Ks,hs,ws)
     soft, summing to 1 per pixel, at the images' resolution or a smaller one with the same aspect ratio (carried
-    up). progress(dict) called each iteration; snapshot(iteration, image) every params.snapshot_every iterations
+    up). progress(TransferProgress) called each iteration; snapshot(iteration, image) every params.snapshot_every iterations
     of the final scale (so every snapshot has the output's size)."""
     _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
     if hasattr(vgg, "with_pooling"):
@@ -327,8 +328,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
                     x.clamp_(low, high)  # L-BFGS would take a clamp for a step of its own: its output is clipped
             if average:
                 average.update(compose())
-            entry = {"scale": scale, "iteration": iteration, "of": total, "size": list(size), "tile": plan.tile,
-                     "history": plan.history, **record}
+            entry = TransferProgress(scale, iteration, total, tuple(size), plan.tile, plan.history, **record)
             result.history.append(entry)
             if progress:
                 progress(entry)
