@@ -15,7 +15,6 @@ from pathlib import Path
 from pst_core.errors import PstError
 from pst_core.store.artifact_store import DEFAULT_STORE
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "pst_core" / "demo"
 # Two transfers (partitioned and K=1) plus segmentation within about 3 minutes on 2 CPU cores.
 DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.iterations=60",
                  "style_transfer.scale_iterations=40", "style_transfer.snapshot_every=20"]
@@ -176,20 +175,22 @@ def cmd_segment(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from pst_core.demo.images import bundled
+
     out = Path(args.out)
     weights, how = _demo_weights()
     print(f"pst demo: VGG19 weights: {weights} ({how})")
-    print(f"pst demo: {EXAMPLES / 'content.png'} styled with {EXAMPLES / 'style.png'}, partitioned and, for "
-          "comparison, with K=1 (one region each)")
     settings = [*DEMO_SETTINGS, *(["features.weights=random"] if weights == "random" else []), *(args.set or [])]
     preset = "imagenet" if weights == "imagenet" else None
     runs = {}
-    for name, extra, path in (("partitioned", [], out), ("K=1", ["fuse_segmentation.k=1"], _beside(out, "k1"))):
-        print(f"\n== {name}")
-        ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
-                                out=str(path), store=args.store, set=[*settings, *extra], config=None,
-                                preset=preset, json=False)
-        runs[name] = _run_pair(ns)
+    with bundled() as (content, style):  # the images shipped with the package
+        print(f"pst demo: {content} styled with {style}, partitioned and, for comparison, with K=1 (one region "
+              "each)")
+        for name, extra, path in (("partitioned", [], out), ("K=1", ["fuse_segmentation.k=1"], _beside(out, "k1"))):
+            print(f"\n== {name}")
+            ns = argparse.Namespace(content=str(content), style=str(style), out=str(path), store=args.store,
+                                    set=[*settings, *extra], config=None, preset=preset, json=False)
+            runs[name] = _run_pair(ns)
     figure_path = _beside(out, "figure")
     _demo_figure(args.store, runs["partitioned"], runs["K=1"]).save(figure_path)
     print(f"\noutput image: {out.resolve()}\nK=1 output: {_beside(out, 'k1').resolve()}"
@@ -366,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the pipeline on the bundled example images, offline")
     demo.add_argument("--out", default="out/demo.png")
     demo.add_argument("--store", default=DEFAULT_STORE)
-    demo.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE")
+    demo.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE",
+                      help="over the demo's settings, e.g. --set load.size=64 for a quick look")
     demo.set_defaults(func=cmd_demo)
     return parser
 
