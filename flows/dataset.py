@@ -1,6 +1,6 @@
 """The dataset flow: a manifest of content/style pairs, streamed through a bounded window of rows.
 
-Rows are planned one at a time, as ``pst run`` plans a pair (``pst_core.plan``: every stage's key,
+Rows are planned one at a time, as ``pst run`` plans a pair (``pst_core.pipeline.plan``: every stage's key,
 looked up in the store). A row whose entries are all in the store finishes at once, with no task
 run. Otherwise what it lacks runs as task runs of whole lists of stages: one per image side that no
 row in flight is already computing (so a style shared by many rows is segmented once), then one for

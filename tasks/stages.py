@@ -1,7 +1,7 @@
 """Thin Prefect tasks: one per pipeline stage, one for a row's list of stages (dataset runs), and one
 that stands for the stages a run reused. The maths and the store live in ``pst_core``.
 
-Tasks take planned steps (``pst_core.plan.Step``: a stage's key, its inputs' keys, its parameters) and
+Tasks take planned steps (``pst_core.pipeline.plan.Step``: a stage's key, its inputs' keys, its parameters) and
 return ``StageOutcome``s, never arrays, so they run unchanged on threads, processes or Dask workers.
 Flows submit tasks only for the steps whose entries the store lacks; a stage that finds its entry when
 it runs after all (another process wrote it since the plan) returns a ``Completed`` state named

@@ -184,7 +184,7 @@ class StyleTransferParams(StageParams):
     version = 3  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling
     sided = False
     iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
-    # Losses are relative errors (see pst_core.losses), so these need no retuning across sizes;
+    # Losses are relative errors (see pst_core.style.losses), so these need no retuning across sizes;
     # chosen on the seeded random VGG19 (64 to 256 px, benchmarks/quality.py), not checked with ImageNet weights.
     style_weight: float = Field(10.0, ge=0, le=1e9, description="Weight of the style losses (relative errors)")
     content_weight: float = Field(1.0, ge=0, le=1e9, description="Weight of the content loss (relative error)")

@@ -2,7 +2,7 @@
 
 Every stage's key is a digest of its parameters and its inputs' keys (a Merkle key). So the whole graph
 of a run, and which of its entries the store already holds, is known before any stage runs: a plan.
-This module is the one place the graph is written down. The stage functions (``pst_core.stages``)
+This module is the one place the graph is written down. The stage functions (``pst_core.pipeline.stages``)
 build their keys with the same ``*_spec`` functions, so a plan's keys are the keys the stages write;
 flows submit work for the missing steps only and report the others as cached.
 
@@ -161,7 +161,7 @@ class StageOutcome:
 @dataclass(frozen=True, eq=False)
 class Step:
     """One stage of a run: its key, the entries it reads, and the arguments of its stage function
-    (``pst_core.stages.<stage>``, besides the store and the device)."""
+    (``pst_core.pipeline.stages.<stage>``, besides the store and the device)."""
 
     spec: KeySpec
     side: str | None

@@ -331,7 +331,7 @@ ON_DEVICE = ("features", "backprop_clusters", "style_transfer")
 
 def run_step(store: ArtifactStore, step: Step, device: str = "cpu",
              progress: Callable[[TransferProgress], None] | None = None) -> StageOutcome:
-    """Run one planned step (``pst_core.plan``). Its key must come out as planned: if it does not, an input
+    """Run one planned step (``pst_core.pipeline.plan``). Its key must come out as planned: if it does not, an input
     changed after the run was planned (an image file rewritten), and what is downstream would read
     entries that do not exist."""
     kwargs = dict(step.args)

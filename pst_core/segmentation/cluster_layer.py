@@ -2,7 +2,7 @@
 
 Model: p(k|x) = softmax(W z(x) + b), z = per-channel standardised features (times optional channel
 weights), optionally followed by the pixel coordinates (y, x in [-1, 1], times ``coords_weight``).
-With ``window`` > 0 the features are first pooled into their local energy (pst_core.texture), so a
+With ``window`` > 0 the features are first pooled into their local energy (``segmentation.texture``), so a
 texture is clustered by what it is rather than by its phase.
 Loss (RIM, Krause et al. 2010; IIC): - balance_weight * H(mean_x p) + entropy_weight * mean_x H(p)
 + smoothness * TV(p) [+ seed-point cross-entropy] [+ minimum-size hinge]. The first term asks for

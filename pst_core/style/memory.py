@@ -3,7 +3,7 @@
 The model counts what the transfer holds at each scale (bytes per pixel of each part) plus the
 network's working memory for one tile's forward and backward pass, which is measured (see
 ``benchmarks/style.py --rss-sizes``). A scale runs on the whole image where that fits the budget;
-otherwise in tiles (``pst_core.tiles``: memory then grows with the tile, not the image), and the
+otherwise in tiles (``pst_core.style.tiles``: memory then grows with the tile, not the image), and the
 L-BFGS history, which holds 2 image-sized vectors per step remembered, is shortened where even tiles
 leave no room for it. A transfer that cannot fit at all is refused before it starts.
 """

@@ -66,7 +66,7 @@ def _check_finite(name: str, array: np.ndarray) -> None:
 class _Objective:
     """All losses of one scale: content, masked style per mapped pair and layer, total variation.
 
-    With ``tile`` (pixels) the network runs tile by tile (see ``pst_core.tiles``) and the objective is
+    With ``tile`` (pixels) the network runs tile by tile (see ``pst_core.style.tiles``) and the objective is
     still the whole image's: every region's statistics are summed over the tiles before any loss is
     taken (``value_and_grad``). Tile edges move between evaluations (``seed``), so no seam can settle
     where rounding differs.
