@@ -101,7 +101,8 @@ class ClusterLayerParams(StageParams):
                                         "before clustering; 0: raw activations (rgb is never pooled)"
     )
     layers: list[str] | None = Field(
-        None, description="Layers to cluster ('rgb' = colour channels); default: rgb + features.layers"
+        None, description="Layers to cluster ('rgb' = colour channels); null: rgb + features.layers (an empty list "
+                          "is refused: it would cluster nothing)"
     )
 
     @field_validator("layers")
