@@ -47,7 +47,7 @@ def fuse_indicators(indicators: dict[str, torch.Tensor], *, k: int, layer_weight
                     iterations: int = 300, entropy_weight: float = 1.0, balance_weight: float = 1.0,
                     smoothness: float = 0.0, coords_weight: float = 0.0, lr: float = 0.05, seed: int = 0,
                     image: torch.Tensor | None = None, colour_weight: float = 0.0, auto_weights: bool = False,
-                    confidence_window: float = 1 / 32, colour_gate: tuple[float, float] = (0.2, 0.4)
+                    confidence_window: float = 1 / 32, colour_gate: tuple[float, float] = (0.25, 0.45)
                     ) -> tuple[ClusterHead, torch.Tensor]:
     """{layer: (K_l, H, W)} at image resolution -> (head, regions (k, H, W)), largest region first.
 
