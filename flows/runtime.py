@@ -4,9 +4,10 @@
 - ``TaskRuns``: a task run for planned steps (``pst_core.pipeline.plan``), each step once however
   many parts of a run (or rows of a dataset) need it, each after the task runs computing what it reads;
 - ``collect``: what finished task runs returned, and the first error;
+- ``PlanTasks``: the task runs of one plan, part by part (``content``, ``style``, ``pair``), waited
+  for until the server has recorded every one (``flows.server.settle``); ``run_plan`` runs all parts;
 - ``Run``: a flow run of one plan (a pair, or one image): planned before anything runs, its parts
-  submitted as the flow names them, and its end: the output image, the run record, the summary
-  artifact, and a wait until the server has recorded every task run (``flows.server.settle``).
+  submitted as the flow names them, and its end: the output image, the run record, the summary artifact.
 """
 
 from __future__ import annotations
@@ -54,12 +55,11 @@ class TaskRuns:
         self.steps_of: dict[PrefectFuture, list[StepId]] = {}  # task run -> its steps, until it is done
         self.submitted = self.finished = 0  # task runs, and those that reached a final state
 
-    def each(self, steps: list[Step], device: str, wait_for: list[PrefectFuture] = ()) -> None:
-        """One task run per step (a pair run: the Prefect UI shows every stage)."""
-        for step in steps:
-            if step.id not in self.computing:
-                after = [*self._upstream([step]), *wait_for]
-                self._add([step], t.TASKS[step.stage].submit(self.store, step, device, wait_for=after))
+    def alone(self, step: Step, device: str, wait_for: list[PrefectFuture] = ()) -> None:
+        """A task run of its own for ``step`` (a pair run: the Prefect UI shows every stage)."""
+        if step.id not in self.computing:
+            after = [*self._upstream([step]), *wait_for]
+            self._add([step], t.TASKS[step.stage].submit(self.store, step, device, wait_for=after))
 
     def together(self, steps: list[Step], label: str, device: str) -> PrefectFuture | None:
         """One task run for several steps, in order (a dataset row's side, or its pair stages); None when
@@ -124,7 +124,7 @@ class PlanTasks:
         """Submit the missing steps of ``part``: ``content``, ``style`` or ``pair``."""
         for step in self.plan.missing_in(part):
             reads_stored = self.reused is not None and any(need in self.plan.present for need in step.needs)
-            self.tasks.each([step], self.plan.device, [self.reused] if reads_stored else [])
+            self.tasks.alone(step, self.plan.device, [self.reused] if reads_stored else [])
 
     def wait(self) -> tuple[list[StageOutcome], BaseException | None]:
         """Every step's outcome in report order (steps that could not run left out), and the first error;
