@@ -27,7 +27,7 @@ PRESETS: dict[str, dict] = {
     "imagenet": {
         "features": {"weights": "imagenet"},
         "style_transfer": {"loss": "gram", "optimizer": "lbfgs", "pooling": "average", "min_size": 0, "tv_weight": 0.0,
-                           "iterations": 500, "content_layers": ["relu4_2"],
+                           "iterations": 500, "style_weight": 10.0, "content_layers": ["relu4_2"],
                            "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
                            "init": "content"},
     },

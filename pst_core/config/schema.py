@@ -20,6 +20,7 @@ from pst_core.features import check_layers
 GRID = 16  # pixels: the network's largest stride (relu5_x); tiles are multiples of it
 
 DEFAULT_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+STYLE_LAYERS = DEFAULT_LAYERS[:4]
 
 
 class StageParams(BaseModel):
@@ -190,7 +191,9 @@ class StyleTransferParams(StageParams):
     iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.style.losses), so these need no retuning across sizes;
     # chosen on the seeded random VGG19 (64 to 256 px, benchmarks/quality.py), not checked with ImageNet weights.
-    style_weight: float = Field(10.0, ge=0, le=1e9, description="Weight of the style losses (relative errors)")
+    # 30 (was 10) with relu5_1 left out of style_layers: on disk-stripes-dots the dot lattice's structure
+    # 0.55 -> 0.66 and the stripes' 0.73 -> 0.80; the horse 0.45 -> 0.53 (benchmarks/quality.py, 256 px).
+    style_weight: float = Field(30.0, ge=0, le=1e9, description="Weight of the style losses (relative errors)")
     content_weight: float = Field(1.0, ge=0, le=1e9, description="Weight of the content loss (relative error)")
     tv_weight: float = Field(10.0, ge=0, le=1e9, description="Weight of total variation (mean squared neighbour "
                                                              "difference): 10 removes pixel grain, keeps edges")
@@ -201,7 +204,9 @@ class StyleTransferParams(StageParams):
     mapping_layer: str = Field("relu3_1", description="VGG layer whose masked statistics mapping=auto compares")
     content_layers: list[str] = Field(default_factory=lambda: ["relu4_2"], min_length=1,
                                       description="Layers of the content loss")
-    style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS), min_length=1,
+    # relu5_1 left out: at 256 px its 16x16 map adds blotches, not structure, and slows the way to the
+    # target (disk-stripes-dots reached it in 96 s without relu5_1, 291 s with it).
+    style_layers: list[str] = Field(default_factory=lambda: list(STYLE_LAYERS), min_length=1,
                                     description="Layers of the style losses (each region may have its own)")
     loss: Literal["meancov", "gram"] = Field(
         "meancov", description="meancov: mean + covariance (Wasserstein-2); gram: Gatys et al.'s masked Gram matrices"
