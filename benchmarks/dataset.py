@@ -68,7 +68,7 @@ def make_dataset(folder: Path, contents: int, styles: int, size: int) -> Path:
 def throughput(args, tmp: Path) -> list[dict]:
     from flows.dataset import dataset
     from flows.runners import make_task_runner
-    from pst_core.config import build_config
+    from pst_core.config.overrides import build_config
 
     config = build_config(sets=["features.weights=random", f"load.size={args.size}",
                                 f"style_transfer.iterations={args.iterations}"])
@@ -96,8 +96,8 @@ def scale_worker(manifest: str, store: str, out: str) -> None:
     """One dataset run in this process, one task at a time; prints wall, compute and peak RSS as JSON."""
     from flows.dataset import dataset
     from flows.runners import make_task_runner
-    from pst_core.config import build_config
-    from pst_core.store import ArtifactStore
+    from pst_core.config.overrides import build_config
+    from pst_core.store.artifact_store import ArtifactStore
 
     config = build_config(sets=TINY)
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def _rows_written(path: Path) -> int:
 
 
 def resume(pairs: int, kills: int, tmp: Path) -> dict:
-    from pst_core.store import ArtifactStore
+    from pst_core.store.artifact_store import ArtifactStore
 
     folder = tmp / "resume"
     manifest = make_dataset(folder, pairs // 10, 10, 32)

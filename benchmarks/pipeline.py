@@ -31,14 +31,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CONTENT, STYLE = str(ROOT / "examples" / "content.png"), str(ROOT / "examples" / "style.png")
+CONTENT, STYLE = str(ROOT / "pst_core" / "demo" / "content.png"), str(ROOT / "pst_core" / "demo" / "style.png")
 
 
 def worker(args) -> None:
     """One flow run in this process; prints a JSON line with wall time, stages and peak RSS."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     from flows.pipeline import partitioned_style_transfer
-    from pst_core.config import build_config
+    from pst_core.config.overrides import build_config
 
     config = build_config(sets=["features.weights=random", f"load.size={args.size}",
                                 f"style_transfer.iterations={args.iterations}", *args.set])
@@ -136,9 +136,9 @@ def store_speed(tmp) -> list[dict]:
     import zarr
     from zarr.storage import LocalStore
 
-    from pst_core import store as store_mod
-    from pst_core.imageio import read_image, resize
-    from pst_core.vgg import load_vgg
+    from pst_core.store import artifact_store as store_mod
+    from pst_core.load import read_image, resize
+    from pst_core.features import load_vgg
     import torch
 
     image = resize(read_image(CONTENT), (512, 512))

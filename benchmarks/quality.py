@@ -38,15 +38,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pst_core import quality, synthetic
-from pst_core.color import normalize_pair, restore_palette
-from pst_core.config import build_config
-from pst_core.imageio import read_image, resize, working_shape
-from pst_core.style import transfer
-from pst_core.vgg import load_vgg
+from pst_core.inspect import quality
+from pst_core import synthetic
+from pst_core.color.normalize import normalize_pair, restore_palette
+from pst_core.config.overrides import build_config
+from pst_core.load import read_image, resize, working_shape
+from pst_core.style.style_transfer import transfer
+from pst_core.features import load_vgg
 
 SEG_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "seg_dev"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "pst_core" / "demo"
 STRUCTURE_TARGET, NOISE_TARGET, ABOVE_K1 = 0.6, 1.5, 0.3
 GRAM_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 
@@ -137,7 +138,7 @@ def stylise(case: Case, config, partitioned: bool, snapshot_every: int):
     method, direction = colour.method, colour.direction
     extra = {}
     if hasattr(colour, "max_gain"):  # older code: no bound, no auto
-        from pst_core.color import resolve
+        from pst_core.color.normalize import resolve
 
         method, direction = resolve(method, direction, config.unnormalize.palette)
         extra["max_gain"] = colour.max_gain

@@ -8,7 +8,7 @@
   throughout, a different mean colour per region. Scored at K=2 and K=K_true: the true regions are
   merged into at most K groups in the way that fits best (at K=2 a 4-region mosaic may be split
   along any of its boundaries), and the score is the mean over groups of the group's best-union IoU.
-- demo: the demo's style image (examples/style.png), whose two halves are the truth, at K=2.
+- demo: the demo's style image (pst_core/demo/style.png), whose two halves are the truth, at K=2.
 Baselines: k-means on RGB, k-means on CIE Lab (both k-means++ seeded, Lloyd to convergence), and a
 fixed centred ellipse (semi-axes a third of the width and height) that looks at no pixel.
 
@@ -33,12 +33,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pst_core.backprop import colour_features  # noqa: E402
-from pst_core.config import build_config  # noqa: E402
-from pst_core.presets import PRESETS  # noqa: E402
-from pst_core.segmentation import cluster_layers, fuse_regions, layer_indicators  # noqa: E402
+from pst_core.color.spaces import srgb_to_lab  # noqa: E402
+from pst_core.config.overrides import build_config  # noqa: E402
+from pst_core.config.presets import PRESETS  # noqa: E402
+from pst_core.segmentation.cluster_layer import cluster_layers  # noqa: E402
+from pst_core.segmentation.segment import fuse_regions, layer_indicators  # noqa: E402
 from pst_core.synthetic import colour_set, texture_set  # noqa: E402
-from pst_core.vgg import load_vgg  # noqa: E402
+from pst_core.features import load_vgg  # noqa: E402
 
 # What each part contributes: each variant is the preset plus these --set assignments.
 ABLATIONS: dict[str, list[str]] = {
@@ -131,7 +132,7 @@ def baseline_labels(name: str, image: torch.Tensor, k: int) -> torch.Tensor:
     if name == "kmeans-rgb":
         return kmeans(image.reshape(3, -1).T, k).view(h, w)
     if name == "kmeans-lab":
-        return kmeans(colour_features(image).reshape(3, -1).T, k).view(h, w)
+        return kmeans(srgb_to_lab(image).reshape(3, -1).T, k).view(h, w)
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     return ((ys / (2 / 3)) ** 2 + (xs / (2 / 3)) ** 2 <= 1).long()  # ellipse: 2 regions whatever k
 
@@ -164,8 +165,8 @@ def mosaic_cases(which: str, size: int, count: int) -> list[Case]:
 
 
 def demo_cases(size: int) -> list[Case]:
-    """The demo's style image (examples/style.png): waves on top, a dot lattice below, K=2."""
-    image = Image.open(ROOT / "examples" / "style.png").convert("RGB").resize((size, size), Image.BICUBIC)
+    """The demo's style image (pst_core/demo/style.png): waves on top, a dot lattice below, K=2."""
+    image = Image.open(ROOT / "pst_core" / "demo" / "style.png").convert("RGB").resize((size, size), Image.BICUBIC)
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
     truth = (torch.arange(size) >= size // 2).long()[:, None].expand(size, size)
     return [Case("style.png", pixels, truth, [2], True)]

@@ -24,12 +24,12 @@ import time
 import numpy as np
 import torch
 
-from pst_core.config import StyleTransferParams
+from pst_core.config.schema import StyleTransferParams
 from pst_core.errors import ConfigError
-from pst_core.quality import region_style_distances
-from pst_core.style import transfer
+from pst_core.inspect.quality import region_style_distances
+from pst_core.style.style_transfer import transfer
 from pst_core.synthetic import disk_scene, two_texture_style
-from pst_core.vgg import load_vgg, resolve_device
+from pst_core.features import load_vgg, resolve_device
 
 FIDELITY_LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
 
@@ -136,8 +136,8 @@ def _reset_peak() -> None:
 def _rss_child(size: int, iterations: int, device: str, budget: float, tile: int | None) -> None:
     """One transfer at ``size`` px (one scale, two hand-drawn-like regions each side), its memory
     measured part by part, and what the model says of the same run."""
-    from pst_core import memory
-    from pst_core.store import ArrayOut, ArtifactStore
+    from pst_core.style import memory
+    from pst_core.store.artifact_store import ArrayOut, ArtifactStore
 
     vgg = load_vgg("random", seed=0, device=device)
     base = _rss()

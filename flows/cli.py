@@ -13,9 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pst_core.errors import PstError
-from pst_core.store import DEFAULT_STORE
+from pst_core.store.artifact_store import DEFAULT_STORE
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Two transfers (partitioned and K=1) plus segmentation within about 3 minutes on 2 CPU cores.
 DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.iterations=60",
                  "style_transfer.scale_iterations=40", "style_transfer.snapshot_every=20"]
@@ -31,33 +30,24 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 class _TransferBar:
-    """The style transfer's iterations as a progress bar on stderr (one bar over all its scales: an entry's
-    ``iteration`` counts on across scales, ``of`` them), the scale's size (and tiles, where the memory
-    plan tiles it) and the losses in the postfix."""
+    """The style transfer's progress (``pst_core.progress.TransferProgress``) as a bar on stderr: one bar
+    over all its scales, the record's ``describe`` (size, tiles, losses) in the postfix."""
 
     def __init__(self):
         self.bar = None
         self.size = None  # the scale the bar shows
 
-    def __call__(self, stage: str, entry: dict) -> None:
+    def __call__(self, progress) -> None:
         from tqdm import tqdm
 
-        if stage != "style_transfer":
-            return
-        if self.bar is None or entry["iteration"] < self.bar.n:
+        if self.bar is None or progress.iteration < self.bar.n:
             self.close()
-            self.bar = tqdm(total=entry["of"], desc="style_transfer", unit="it", file=sys.stderr,
-                            dynamic_ncols=True)
-        if self.bar.n and entry["size"] != self.size:  # a new scale: the last one's end is drawn, however fast
+            self.bar = tqdm(total=progress.of, desc="style_transfer", unit="it", file=sys.stderr, dynamic_ncols=True)
+        if self.bar.n and progress.size != self.size:  # a new scale: the last one's end is drawn, however fast
             self.bar.refresh()
-        self.size = entry["size"]
-        losses = ", ".join(f"{k} {entry[k]:.3g}" for k in ("content", "style", "tv") if entry.get(k))
-        height, width = entry["size"]
-        tiled = f" in {entry['tile']} px tiles" if entry.get("tile") else ""
-        if tiled and entry.get("history"):
-            tiled += f", L-BFGS history {entry['history']}"
-        self.bar.set_postfix_str(f"{width}x{height} px{tiled}, loss {entry['total']:.4g} ({losses})", refresh=False)
-        self.bar.update(entry["iteration"] - self.bar.n)
+        self.size = progress.size
+        self.bar.set_postfix_str(progress.describe(), refresh=False)
+        self.bar.update(progress.iteration - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -85,8 +75,9 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
     """Plan every stage's key, then run the flow; or, when the store holds every stage and no Prefect
     server is configured, finish without Prefect: a temporary server would take longer to start than
     the whole run (the record, the table and the output are the same)."""
-    from pst_core.runs import finish_run, preflight, public_stages
-    from pst_core.store import ArtifactStore
+    from pst_core.pipeline.preflight import preflight
+    from pst_core.pipeline.records import finish_run, run_result
+    from pst_core.store.artifact_store import ArtifactStore
 
     from flows.server import api_configured
 
@@ -98,12 +89,11 @@ def _planned_run(flow_name: str, images: dict[str, str], config, store_url: str,
     outcomes = plan.outcomes({})
     record = finish_run(store, str(uuid.uuid4()), flow_name, inputs or images, config, plan, outcomes, started,
                         out=out)
-    final = "unnormalize_key" if plan.final.stage == "unnormalize" else "regions_key"  # as the flows name it
-    return {"run_id": record["run_id"], "output": out, "stages": public_stages(outcomes), final: plan.final.key}
+    return run_result(record, plan, outcomes)
 
 
 def _config(args):
-    from pst_core.config import build_config
+    from pst_core.config.overrides import build_config
 
     sets = list(args.set or [])
     for side in ("content", "style"):  # --content-labels / --style-labels: regions drawn by hand
@@ -139,21 +129,23 @@ def _run_pair(args) -> dict:
 
 
 def _print_stages(stages: list[dict]) -> None:
-    from pst_core.runs import stage_table
-    from pst_core.stages import StageOutcome
-
-    print(stage_table([StageOutcome(s["stage"], None if s["image"] == "pair" else s["image"], s["key"],
-                                    s["status"], s["seconds"], s["layer"]) for s in stages]))
+    """A run's stages (``StageOutcome.public``) as a plain-text table."""
+    rows = [("stage", "image", "key", "status", "seconds")]
+    for s in stages:
+        name = f"{s['stage']}[{s['layer']}]" if s["layer"] else s["stage"]
+        rows.append((name, s["image"], s["key"][:12], s["status"], f"{s['seconds']:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows))
 
 
 def cmd_segment(args) -> int:
     import numpy as np
 
-    from pst_core.imageio import read_image
-    from pst_core.labels import save_labels
-    from pst_core.segmentation_output import regions_at_size
-    from pst_core.stages import read_regions
-    from pst_core.store import ArtifactStore
+    from pst_core.load import read_image
+    from pst_core.segmentation.labels import save_labels
+    from pst_core.segmentation.masks import regions_at_size
+    from pst_core.pipeline.stages import read_regions
+    from pst_core.store.artifact_store import ArtifactStore
 
     if args.regions < 1:
         raise PstError(f"--regions {args.regions}: must be at least 1")
@@ -183,20 +175,22 @@ def cmd_segment(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from pst_core.demo.images import bundled
+
     out = Path(args.out)
     weights, how = _demo_weights()
     print(f"pst demo: VGG19 weights: {weights} ({how})")
-    print(f"pst demo: {EXAMPLES / 'content.png'} styled with {EXAMPLES / 'style.png'}, partitioned and, for "
-          "comparison, with K=1 (one region each)")
     settings = [*DEMO_SETTINGS, *(["features.weights=random"] if weights == "random" else []), *(args.set or [])]
     preset = "imagenet" if weights == "imagenet" else None
     runs = {}
-    for name, extra, path in (("partitioned", [], out), ("K=1", ["fuse_segmentation.k=1"], _beside(out, "k1"))):
-        print(f"\n== {name}")
-        ns = argparse.Namespace(content=str(EXAMPLES / "content.png"), style=str(EXAMPLES / "style.png"),
-                                out=str(path), store=args.store, set=[*settings, *extra], config=None,
-                                preset=preset, json=False)
-        runs[name] = _run_pair(ns)
+    with bundled() as (content, style):  # the images shipped with the package
+        print(f"pst demo: {content} styled with {style}, partitioned and, for comparison, with K=1 (one region "
+              "each)")
+        for name, extra, path in (("partitioned", [], out), ("K=1", ["fuse_segmentation.k=1"], _beside(out, "k1"))):
+            print(f"\n== {name}")
+            ns = argparse.Namespace(content=str(content), style=str(style), out=str(path), store=args.store,
+                                    set=[*settings, *extra], config=None, preset=preset, json=False)
+            runs[name] = _run_pair(ns)
     figure_path = _beside(out, "figure")
     _demo_figure(args.store, runs["partitioned"], runs["K=1"]).save(figure_path)
     print(f"\noutput image: {out.resolve()}\nK=1 output: {_beside(out, 'k1').resolve()}"
@@ -216,7 +210,7 @@ def _demo_weights() -> tuple[str, str]:
     import io
 
     from pst_core.errors import ConfigError
-    from pst_core.vgg import load_vgg
+    from pst_core.features import load_vgg
 
     try:
         # torch.hub announces the download attempt on stdout: a probe that may fail should not.
@@ -229,9 +223,9 @@ def _demo_weights() -> tuple[str, str]:
 
 
 def _demo_figure(store_url: str, partitioned: dict, plain: dict):
-    from pst_core.figure import comparison_figure
-    from pst_core.stages import output_image, read_regions
-    from pst_core.store import ArtifactStore
+    from pst_core.inspect.figure import comparison_figure
+    from pst_core.pipeline.stages import output_image, read_regions
+    from pst_core.store.artifact_store import ArtifactStore
 
     store = ArtifactStore(store_url)
 
@@ -252,7 +246,7 @@ def _demo_figure(store_url: str, partitioned: dict, plain: dict):
 
 
 def cmd_dataset(args) -> int:
-    from pst_core.store import ArtifactStore
+    from pst_core.store.artifact_store import ArtifactStore
 
     config = _config(args)
     ArtifactStore(args.store).check()
@@ -294,20 +288,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from pst_core.config import parameter_reference
+    from pst_core.config.reference import parameter_reference, update_readme
 
-    table = parameter_reference()
     if args.update_readme:
-        readme = Path(args.update_readme)
-        text = readme.read_text()
-        start, end = "<!-- parameters:start -->", "<!-- parameters:end -->"
-        if start not in text or end not in text:
-            raise PstError(f"{readme}: no {start} ... {end} markers to replace")
-        head, rest = text.split(start, 1)
-        readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
-        print(f"parameter reference updated in {readme}")
+        update_readme(args.update_readme)
+        print(f"parameter reference updated in {args.update_readme}")
     else:
-        print(table)
+        print(parameter_reference())
     return 0
 
 
@@ -380,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the pipeline on the bundled example images, offline")
     demo.add_argument("--out", default="out/demo.png")
     demo.add_argument("--store", default=DEFAULT_STORE)
-    demo.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE")
+    demo.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE",
+                      help="over the demo's settings, e.g. --set load.size=64 for a quick look")
     demo.set_defaults(func=cmd_demo)
     return parser
 

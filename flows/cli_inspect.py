@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from pst_core.errors import PstError
-from pst_core.store import DEFAULT_STORE, ArtifactStore
+from pst_core.store.artifact_store import DEFAULT_STORE, ArtifactStore
 
 
 def cmd_inspect(args) -> int:
-    from pst_core.maintenance import describe_run
+    from pst_core.pipeline.records import describe_run
 
     store = ArtifactStore(args.store)
     if args.run:
@@ -39,7 +39,7 @@ def _pair_run(store: ArtifactStore, run_id: str) -> dict:
 
 
 def cmd_export(args) -> int:
-    from pst_core.export import export_run
+    from pst_core.inspect.export import export_run
 
     store = ArtifactStore(args.store)
     files = export_run(store, _pair_run(store, args.run), args.out)
@@ -48,7 +48,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pst_core.report import render_report
+    from pst_core.inspect.report import render_report
 
     store = ArtifactStore(args.store)
     other = _pair_run(store, args.diff) if args.diff else None
@@ -60,7 +60,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_store(args) -> int:
-    from pst_core import maintenance
+    from pst_core.store import maintenance
 
     store = ArtifactStore(args.store)
     if args.action == "ls":

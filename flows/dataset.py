@@ -1,6 +1,6 @@
 """The dataset flow: a manifest of content/style pairs, streamed through a bounded window of rows.
 
-Rows are planned one at a time, as ``pst run`` plans a pair (``pst_core.plan``: every stage's key,
+Rows are planned one at a time, as ``pst run`` plans a pair (``pst_core.pipeline.plan``: every stage's key,
 looked up in the store). A row whose entries are all in the store finishes at once, with no task
 run. Otherwise what it lacks runs as task runs of whole lists of stages: one per image side that no
 row in flight is already computing (so a style shared by many rows is segmented once), then one for
@@ -25,18 +25,16 @@ from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 
-import tasks.stages as t
-from pst_core.config import PipelineConfig, build_config
+from pst_core.config.overrides import build_config
+from pst_core.config.schema import PipelineConfig
 from pst_core.errors import PstError, describe_error
-from pst_core.imageio import image_source, save_image
-from pst_core.manifest import Row, product_rows, read_manifest
-from pst_core.plan import Plan, StageOutcome, Step
-from pst_core.runs import plan_run, run_record
-from pst_core.stages import output_image
-from pst_core.store import ArtifactStore
+from pst_core.pipeline.manifest import Row, product_rows, read_manifest
+from pst_core.pipeline.plan import Plan
+from pst_core.pipeline.preflight import plan_run
+from pst_core.pipeline.records import run_record, write_output
+from pst_core.store.artifact_store import ArtifactStore
 
-from .deployments import resolve_store
-from .pipeline import current_run_id
+from .runtime import TaskRuns, collect, current_run_id, resolve_store
 from .server import settle
 
 RESULT_COLUMNS = ["row", "content", "style", "status", "output", "computed", "cached", "seconds", "error"]
@@ -58,27 +56,18 @@ class Window:
     rows in flight."""
 
     def __init__(self, store: str, size: int):
-        self.store, self.size = store, size
-        self.in_flight: dict[tuple[str, str], PrefectFuture] = {}  # step id -> the task run computing it
-        self.computes: dict[PrefectFuture, list[tuple[str, str]]] = {}
+        self.tasks = TaskRuns(store)
+        self.size = size
         self.rows: list[RowRun] = []
-        self.submitted = self.finished = 0  # task runs, and those that reached a final state
 
     def submit(self, run: RowRun) -> None:
         """Submit what the row lacks and no row in flight computes: each side, then the pair."""
-        missing = run.plan.missing
-        for group, label in ((run.row.content, "content"), (run.row.style, "style"), (None, "pair")):
-            side = None if group is None else label
-            todo = [s for s in missing if s.side == side and s.id not in self.in_flight]
-            if todo:
-                name = f"row {run.row.row}" if side is None else f"{label} {Path(group).name}"
-                upstream = {self.in_flight[need] for s in todo for need in s.needs if need in self.in_flight}
-                future = t.stage_list.submit(self.store, todo, name, run.plan.device, wait_for=list(upstream))
-                self.submitted += 1
-                self.computes[future] = [s.id for s in todo]
-                self.in_flight.update({s.id: future for s in todo})
+        for part, image in (("content", run.row.content), ("style", run.row.style), ("pair", None)):
+            label = f"row {run.row.row}" if image is None else f"{part} {Path(image).name}"
+            future = self.tasks.together(run.plan.missing_in(part), label, run.plan.device)
+            if future is not None:
                 run.own.append(future)
-        run.needs = list({self.in_flight[s.id]: None for s in missing})
+        run.needs = list({self.tasks.computing[step.id]: None for step in run.plan.missing})
         run.waiting = set(run.needs)
         self.rows.append(run)
 
@@ -89,12 +78,9 @@ class Window:
         """Wait until some row in flight has all it waits for; take those rows out of the window."""
         for done in as_completed([f for run in self.rows for f in run.waiting]):
             done.wait()
-            self.finished += done.state.is_final()
+            self.tasks.done(done)
             for run in self.rows:
                 run.waiting.discard(done)
-            for step_id in self.computes.pop(done, []):  # its entries are in the store now (or it failed)
-                if self.in_flight.get(step_id) is done:
-                    del self.in_flight[step_id]
             finished = [run for run in self.rows if not run.waiting]
             if finished:
                 self.rows = [run for run in self.rows if run.waiting]
@@ -109,14 +95,8 @@ def finish_row(run: RowRun, store: ArtifactStore) -> dict:
     result = {"row": row.row, "content": row.content, "style": row.style, "status": "failed", "output": None,
               "computed": 0, "cached": 0, "seconds": 0.0, "error": run.error, "stages": []}
     if run.plan is not None:
-        ran: dict[tuple[str, str], StageOutcome] = {}
-        error = None
-        for future in run.needs:
-            if future.state.is_completed():
-                if future in run.own:
-                    ran.update({(o.stage, o.key): o for o in future.result()})
-            elif error is None:
-                error = _task_error(future)
+        ran, _ = collect(run.own)
+        _, error = collect(run.needs)
         outcomes = run.plan.outcomes(ran, reused=error is None)
         result["computed"] = sum(not o.cached for o in outcomes)
         result["cached"] = sum(o.cached for o in outcomes)
@@ -125,26 +105,9 @@ def finish_row(run: RowRun, store: ArtifactStore) -> dict:
             write_output(store, run.plan, row.out)
             result.update(status="ok", output=row.out)
         else:
-            result["error"] = error
+            result["error"] = describe_error(error)
     result["seconds"] = round(time.time() - run.started, 3)
     return result
-
-
-def write_output(store: ArtifactStore, plan: Plan, path: str) -> None:
-    """The row's output image, unless the file there already shows this entry (a rerun, a resumed run)."""
-    source = f"{plan.final.stage}/{plan.final.key}"
-    if image_source(path) != source:
-        save_image(path, output_image(store, plan.final.key), source)
-
-
-def _task_error(future: PrefectFuture) -> str:
-    if not future.state.is_failed():
-        return "an upstream stage failed"
-    try:
-        future.result()
-    except BaseException as exc:  # the task's own exception, re-raised by Prefect
-        return describe_error(exc)
-    return "failed"
 
 
 class Results:
@@ -242,7 +205,7 @@ def dataset(manifest: str | None = None, out_dir: str = "out/dataset", content_d
             for done in flight.next_finished():
                 results.add(finish_row(done, artifact_store))
     finally:
-        settle(flight.submitted, flight.finished)
+        settle(flight.tasks.submitted, flight.tasks.finished)
     table = results.close()
     ok, failed = int((table.status == "ok").sum()), int((table.status == "failed").sum())
     create_table_artifact(table.astype(str).to_dict("records"), key="pst-dataset-results",

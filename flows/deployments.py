@@ -11,19 +11,11 @@ from pathlib import Path
 from prefect import flow
 from prefect.variables import Variable
 
-from pst_core.store import DEFAULT_STORE
+from .runtime import STORE_VARIABLE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STORE_VARIABLE = "pst_store"
 PAIR = ("flows/pipeline.py:partitioned_style_transfer", "pst-pair")
 DATASET = ("flows/dataset.py:dataset", "pst-dataset")
-
-
-def resolve_store(store: str | None) -> str:
-    """An explicit store, else the Prefect variable ``pst_store``, else the local default."""
-    if store:
-        return store
-    return Variable.get(STORE_VARIABLE, default=None) or DEFAULT_STORE
 
 
 def deploy_all(work_pool: str = "pst", store: str | None = None, defaults: dict | None = None) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Thin Prefect tasks: one per pipeline stage, one for a row's list of stages (dataset runs), and one
 that stands for the stages a run reused. The maths and the store live in ``pst_core``.
 
-Tasks take planned steps (``pst_core.plan.Step``: a stage's key, its inputs' keys, its parameters) and
+Tasks take planned steps (``pst_core.pipeline.plan.Step``: a stage's key, its inputs' keys, its parameters) and
 return ``StageOutcome``s, never arrays, so they run unchanged on threads, processes or Dask workers.
 Flows submit tasks only for the steps whose entries the store lacks; a stage that finds its entry when
 it runs after all (another process wrote it since the plan) returns a ``Completed`` state named
@@ -14,9 +14,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from pst_core import stages
-from pst_core.plan import STAGE_VERSIONS, StageOutcome, Step
-from pst_core.store import ArtifactStore
+from pst_core.pipeline import stages
+from pst_core.config.schema import STAGE_MODELS
+from pst_core.pipeline.plan import StageOutcome, Step
+from pst_core.progress import TransferProgress
+from pst_core.store.artifact_store import ArtifactStore
 
 stage_task = task(cache_policy=NO_CACHE, persist_result=False, retries=0)
 
@@ -31,16 +33,13 @@ def _finish(outcomes: StageOutcome | list[StageOutcome]):
 
 
 def _transfer_log(every: int = 10):
-    """The style transfer's progress in the task run's log (the Prefect UI), every tenth of the way."""
+    """The style transfer's progress (``pst_core.progress.TransferProgress``) in the task run's log (the
+    Prefect UI), every tenth of the way."""
     logger = get_run_logger()
 
-    def log(entry: dict) -> None:
-        total, iteration = entry["of"], entry["iteration"]
-        if iteration % max(1, total // every) == 0 or iteration == total:
-            losses = ", ".join(f"{k} {entry[k]:.4g}" for k in ("content", "style", "tv") if k in entry)
-            height, width = entry["size"]
-            logger.info(f"style_transfer iteration {iteration}/{total} at {width}x{height} px: "
-                        f"loss {entry['total']:.4g} ({losses})")
+    def log(progress: TransferProgress) -> None:
+        if progress.iteration % max(1, progress.of // every) == 0 or progress.iteration == progress.of:
+            logger.info(f"style_transfer iteration {progress.iteration}/{progress.of}: {progress.describe()}")
 
     return log
 
@@ -54,7 +53,7 @@ def _stage_task(stage: str):
     return stage_task(name=stage, task_run_name=lambda parameters: parameters["step"].name)(run)
 
 
-TASKS = {stage: _stage_task(stage) for stage in STAGE_VERSIONS}
+TASKS = {stage: _stage_task(stage) for stage in STAGE_MODELS}
 
 
 @stage_task(name="stage_list", task_run_name=lambda parameters: parameters["label"])

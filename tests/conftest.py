@@ -10,6 +10,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import logging  # noqa: E402
+import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -58,3 +59,18 @@ def images(tmp_path_factory) -> dict[str, str]:
     dots = ((yy % 6 < 3) & (xx % 6 < 3))[..., None] * [0.1, 0.4, 0.8] + 0.1
     style = np.where((yy < 16)[..., None], stripes, dots)
     return {"content": _save(folder / "content.png", content), "style": _save(folder / "style.png", style)}
+
+
+OUTPUT = Path(__file__).resolve().parent / "output"  # pictures the tests leave to be looked at (git-ignored)
+
+
+def chromium(profile: Path) -> list[str]:
+    """Headless Chromium's command line, quiet and offline but for the pages it is given; a test that needs
+    it fails (``make test`` installs it) rather than skipping."""
+    browser = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                    if shutil.which(name)), None)
+    if browser is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0"]

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pst_core.color import ColorTransform, normalize_pair, restore_palette
+from pst_core.color.normalize import ColorTransform, normalize_pair, restore_palette
 from pst_core.errors import ConfigError
 
 LINEAR = ("linear", "cholesky", "pca")

@@ -1,6 +1,6 @@
 import pytest
 
-from pst_core.config import build_config
+from pst_core.config.overrides import build_config
 from pst_core.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ def test_pretrained_weights_that_cannot_be_had_name_both_alternatives(monkeypatc
 
     from torchvision.models import VGG19_Weights
 
-    from pst_core import vgg
+    from pst_core import features as vgg
 
     def offline(*args, **kwargs):
         raise URLError("no network")
@@ -88,7 +88,7 @@ def test_pretrained_weights_that_cannot_be_had_name_both_alternatives(monkeypatc
 def test_local_weights_file_is_used(tmp_path):
     import torch
 
-    from pst_core import vgg
+    from pst_core import features as vgg
 
     reference = vgg.load_vgg("random", seed=3)
     path = tmp_path / "vgg.pth"

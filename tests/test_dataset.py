@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import FAST
-from pst_core.config import build_config
-from pst_core.store import ArtifactStore
+from pst_core.config.overrides import build_config
+from pst_core.store.artifact_store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

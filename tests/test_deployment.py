@@ -1,4 +1,5 @@
-"""A real Prefect server, a process work pool, a worker, and both flows run as deployments."""
+"""A real Prefect server, a process work pool, a worker, and both flows run as deployments: registered
+from prefect.yaml by ``prefect deploy --all``, and by ``pst deploy``; the Prefect UI shows a run."""
 
 import asyncio
 import os
@@ -14,10 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import FAST
-from pst_core.config import build_config
+from conftest import FAST, OUTPUT, chromium
+from flows.deployments import DATASET, PAIR
+from pst_core.config.overrides import build_config
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+POOL = "pst"  # prefect.yaml's work pool
 
 
 def _free_port() -> int:
@@ -37,8 +41,9 @@ class Services:
         self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))
 
-    def run(self, *argv):
-        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=180)
+    def run(self, *argv, cwd=None):
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=180, cwd=cwd,
+                              stdin=subprocess.DEVNULL)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
@@ -59,9 +64,10 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("deploy")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
+    # PYTHONPATH: the flow runs import this checkout's code wherever the worker starts them.
     env = {**os.environ, "PREFECT_HOME": str(folder / "home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_LOGGING_LEVEL": "INFO"}
+           "PREFECT_LOGGING_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
     services = Services(env, folder)
     services.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port))
     try:
@@ -74,12 +80,12 @@ def server(tmp_path_factory):
                 pass
             assert time.time() < deadline, (folder / "server.log").read_text()[-2000:]
             time.sleep(1)
-        services.run(str(BIN / "prefect"), "work-pool", "create", "pst-test", "--type", "process")
+        services.run(str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process")
         store = str(folder / "store")
-        sets = sum((["--set", s] for s in FAST), [])
-        services.run(str(BIN / "pst"), "deploy", "--pool", "pst-test", "--store", store, *sets)
-        services.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", "pst-test", "--type", "process")
-        yield {"api": api, "store": store, "folder": folder, "services": services}
+        services.run(str(BIN / "prefect"), "variable", "set", "pst_store", store)
+        services.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all", cwd=ROOT)  # prefect.yaml
+        services.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process")
+        yield {"api": api, "port": port, "store": store, "folder": folder, "services": services}
     finally:
         services.stop()
 
@@ -122,6 +128,23 @@ def _run_deployment(api, name, parameters, timeout=240):
         return run, tasks, artifacts
 
     return _with_api(api, go)
+
+
+def _deployment(api, name):
+    async def go(client):
+        return await client.read_deployment_by_name(name)
+
+    return _with_api(api, go)
+
+
+def test_prefect_yaml_declares_both_deployments(server):
+    """`prefect deploy --all` registered prefect.yaml's two deployments: pst deploy's names and flows, on
+    the work pool, each run starting in this checkout."""
+    for (entrypoint, name), flow_name in ((PAIR, "partitioned-style-transfer"), (DATASET, "pst-dataset")):
+        deployment = _deployment(server["api"], f"{flow_name}/{name}")
+        assert deployment.entrypoint == entrypoint and deployment.work_pool_name == POOL
+        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        assert deployment.parameters == {"config": {}}  # the store is the Prefect variable's, read per run
 
 
 def test_pair_deployment_runs_and_reruns_from_cache(server, images, tmp_path):
@@ -187,5 +210,63 @@ def test_pst_serve_runs_a_served_deployment(server, images, tmp_path):
 
     _with_api(server["api"], served)
     run, _, _ = _run_deployment(server["api"], "partitioned-style-transfer/pst-pair-served", params)
+    assert run.state.is_completed(), run.state.message
+    assert Image.open(out).size == (40, 32)
+
+
+def _page_text(dom: str) -> str:
+    """The words a page shows (scripts and styles left out)."""
+    import html
+    import re
+
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+def test_the_prefect_ui_shows_the_run_its_task_runs_and_artifacts(server, images, tmp_path):
+    """The flow run's page in the Prefect UI the server serves, in headless Chromium: its name and state,
+    its task runs (every one, by name), the transfer's progress in its log, its summary artifact; a
+    screenshot is left in tests/output/. The page (/runs/flow-run/ID) shows the log; its other tabs
+    cannot be linked to (hidden until the run has loaded, they fall back to the log), the same page of
+    the newer UI (/v2/...?tab=) shows them."""
+    params = {"content": images["content"], "style": images["style"], "out": str(tmp_path / "ui.png"),
+              "store": str(tmp_path / "store"), "config": build_config(sets=FAST).model_dump(mode="json")}
+    run, tasks, artifacts = _run_deployment(server["api"], "partitioned-style-transfer/pst-pair", params)
+    assert run.state.is_completed(), run.state.message
+    browser = chromium(tmp_path / "profile")
+    ui = f"http://127.0.0.1:{server['port']}"
+
+    def shown(url: str) -> str:
+        dom = subprocess.run([*browser, "--window-size=1400,1000", "--virtual-time-budget=20000", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120)
+        return _page_text(dom.stdout)
+
+    page = shown(f"{ui}/runs/flow-run/{run.id}")
+    assert run.name in page and "Completed" in page and f"{len(tasks)} Task runs" in page, page[:2000]
+    assert all(f" {t.name} prefect.task_runs " in page for t in tasks), page  # each task run's log lines
+    assert "style_transfer iteration 8/8: 40x32 px, loss " in page  # the transfer's progress
+    listed = shown(f"{ui}/v2/runs/flow-run/{run.id}?tab=TaskRuns")
+    names = [t.name for t in tasks if f" {t.name} Completed " in listed]
+    assert len(names) == min(len(tasks), 20), listed[:3000]  # a page of 20, every one Completed
+    assert [a.key for a in artifacts] == ["pst-run-summary"]
+    assert "pst-run-summary" in shown(f"{ui}/v2/runs/flow-run/{run.id}?tab=Artifacts")
+    OUTPUT.mkdir(exist_ok=True)
+    shot = OUTPUT / "prefect_ui_flow_run.png"
+    subprocess.run([*browser, "--window-size=1400,1000", "--virtual-time-budget=20000", f"--screenshot={shot}",
+                    f"{ui}/runs/flow-run/{run.id}"], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000
+
+
+def test_pst_deploy_registers_the_same_deployments_with_its_defaults(server, images, tmp_path):
+    """pst deploy replaces them with its own (default parameters from --set); a run given no config runs
+    with those defaults."""
+    sets = sum((["--set", s] for s in FAST), [])
+    server["services"].run(str(BIN / "pst"), "deploy", "--pool", POOL, "--store", server["store"], *sets)
+    deployment = _deployment(server["api"], "partitioned-style-transfer/pst-pair")
+    assert deployment.entrypoint == PAIR[0] and deployment.work_pool_name == POOL
+    assert deployment.parameters == {"config": build_config(sets=FAST).model_dump(mode="json")}
+    out = str(tmp_path / "defaults.png")
+    run, _, _ = _run_deployment(server["api"], "partitioned-style-transfer/pst-pair",
+                                {"content": images["content"], "style": images["style"], "out": out})
     assert run.state.is_completed(), run.state.message
     assert Image.open(out).size == (40, 32)

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from conftest import FAST
-from pst_core.backprop import backprop_indicators, colour_features
-from pst_core.maxent import maxent_cluster
-from pst_core.vgg import load_vgg
+from pst_core.color.spaces import srgb_to_lab
+from pst_core.segmentation.backprop_clusters import backprop_indicators
+from pst_core.segmentation.cluster_layer import maxent_cluster
+from pst_core.features import load_vgg
 
 CUDA = torch.cuda.is_available()
 
@@ -25,7 +26,7 @@ def heads():
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     feats = vgg(image[None], ["relu2_1"])["relu2_1"][0]
     layer_head, _, _ = maxent_cluster(feats, 3, iterations=3)
-    colour_head, _, _ = maxent_cluster(colour_features(image), 3, iterations=3)
+    colour_head, _, _ = maxent_cluster(srgb_to_lab(image), 3, iterations=3)
     return vgg, image, layer_head, colour_head
 
 
@@ -74,8 +75,8 @@ def test_cuda_network_and_backprop_match_cpu(heads):
 
 @gpu
 def test_cuda_transfer_matches_cpu():
-    from pst_core.config import StyleTransferParams
-    from pst_core.style import transfer
+    from pst_core.config.schema import StyleTransferParams
+    from pst_core.style.style_transfer import transfer
     from pst_core.synthetic import disk_scene, two_texture_style
 
     content, cm = disk_scene(48)
@@ -85,7 +86,7 @@ def test_cuda_transfer_matches_cpu():
     on_cpu = transfer(content, style, cm, sm, load_vgg("random", 0, "cpu"), params, device="cpu")
     on_gpu = transfer(content, style, cm, sm, load_vgg("random", 0, "cuda"), params, device="cuda")
     assert on_cpu.mapping == on_gpu.mapping
-    losses = np.array([h["total"] for h in on_cpu.history]), np.array([h["total"] for h in on_gpu.history])
+    losses = np.array([h.total for h in on_cpu.history]), np.array([h.total for h in on_gpu.history])
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
     assert np.abs(on_gpu.image - on_cpu.image).max() < 1e-2
     assert np.abs(on_gpu.image - on_cpu.image).mean() < 1e-3
@@ -94,8 +95,8 @@ def test_cuda_transfer_matches_cpu():
 @gpu
 def test_pipeline_on_cuda_matches_cpu(images, tmp_path, prefect_server):
     from flows.pipeline import partitioned_style_transfer
-    from pst_core.config import build_config
-    from pst_core.store import ArtifactStore
+    from pst_core.config.overrides import build_config
+    from pst_core.store.artifact_store import ArtifactStore
 
     outputs = {}
     for device in ("cpu", "cuda"):

@@ -61,7 +61,7 @@ def test_a_fully_cached_run_starts_no_prefect_server(images, tmp_path):
     result = json.loads(again.stdout)
     assert {s["status"] for s in result["stages"]} == {"cached"} and os.path.exists(tmp_path / "o.png")
     assert not (tmp_path / "fresh-home" / "prefect.db").exists()  # no server was started
-    from pst_core.store import ArtifactStore
+    from pst_core.store.artifact_store import ArtifactStore
 
     record = ArtifactStore(store).run(result["run_id"])
     assert record["status"] == "ok" and [s["key"] for s in record["stages"]] == [s["key"] for s in result["stages"]]

@@ -16,8 +16,8 @@ from PIL import Image
 
 from conftest import FAST
 from flows.cli import main
-from pst_core import maintenance
-from pst_core.store import ArtifactStore
+from pst_core.store import maintenance
+from pst_core.store.artifact_store import ArtifactStore
 
 SETS = sum((["--set", s] for s in FAST), [])
 PST = [sys.executable, "-m", "flows.cli"]
@@ -181,7 +181,7 @@ def test_four_processes_on_the_same_pair(images, tmp_path, prefect_server):
 
 def test_same_inputs_give_bit_identical_masks_and_outputs(images, tmp_path, prefect_server):
     from flows.pipeline import partitioned_style_transfer
-    from pst_core.config import build_config
+    from pst_core.config.overrides import build_config
 
     runs = []
     for name in ("a", "b"):

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from pst_core.errors import InputError
-from pst_core.imageio import read_image, resize, working_shape
+from pst_core.load import read_image, resize, working_shape
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16"])

@@ -8,11 +8,11 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import FAST
+from conftest import FAST, OUTPUT, chromium
 from flows.cli import main
-from pst_core import maintenance
-from pst_core.export import export_run, label_count
-from pst_core.store import ArtifactStore
+from pst_core.store import maintenance
+from pst_core.inspect.export import export_run, label_count
+from pst_core.store.artifact_store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SETS = sum((["--set", s] for s in FAST), [])
@@ -72,33 +72,21 @@ def test_export_writes_every_stage_with_right_sizes_and_labels(runs, tmp_path):
     assert [f for f in files if f["kind"] == "mapping"]
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 def test_html_report_renders_in_headless_chromium(runs, tmp_path):
     store, ids, folder = runs
     report = tmp_path / "report.html"
     assert main(["report", ids[0], "--diff", ids[1], "--out", str(report), "--store", store]) == 0
     page = report.read_text()
     assert page.count("<img") > 20 and 'class="differs"' in page and 'src="http' not in page
-    browser = _chromium()
-    if browser is None:
-        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
-    out_dir = os.path.join(os.path.dirname(__file__), "output")
+    browser = chromium(tmp_path / "profile")
+    out_dir = str(OUTPUT)
     os.makedirs(out_dir, exist_ok=True)
     check = tmp_path / "check.html"
     # The report, plus a script that counts images that failed to decode once the page has loaded.
     check.write_text(page.replace("</body>", """<script>window.addEventListener('load', () => {
       const imgs = [...document.images]; const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0);
       document.title = 'IMAGES ' + imgs.length + ' BROKEN ' + broken.length; });</script></body>"""))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", check.as_uri()],
+    dom = subprocess.run([*browser, "--virtual-time-budget=5000", "--dump-dom", check.as_uri()],
                          capture_output=True, text=True, timeout=120)
     title = dom.stdout.split("<title>")[1].split("</title>")[0]
     images_total, broken = int(title.split()[1]), int(title.split()[3])
@@ -106,7 +94,7 @@ def test_html_report_renders_in_headless_chromium(runs, tmp_path):
     # The page logs nothing itself, so any console line is an error (Chromium logs them all as CONSOLE).
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
-    subprocess.run([browser, *flags, "--window-size=1400,2000", f"--screenshot={out_dir}/report.png",
+    subprocess.run([*browser, "--window-size=1400,2000", f"--screenshot={out_dir}/report.png",
                     report.as_uri()], capture_output=True, timeout=120)
     assert os.path.getsize(os.path.join(out_dir, "report.png")) > 10_000
 

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from conftest import FAST
-from pst_core.config import build_config
+from pst_core.config.overrides import build_config
 from pst_core.errors import InputError
-from pst_core.labels import check_fits, label_masks, read_labels, save_labels
-from pst_core.manifest import read_manifest
-from pst_core.store import ArtifactStore
+from pst_core.segmentation.labels import check_fits, label_masks, read_labels, save_labels
+from pst_core.pipeline.manifest import read_manifest
+from pst_core.store.artifact_store import ArtifactStore
 
 
 def _grey(path, values):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pst_core.errors import ConfigError
-from pst_core.maxent import ClusterHead, maxent_cluster
+from pst_core.segmentation.cluster_layer import ClusterHead, maxent_cluster
 
 
 def two_colours(h=32, w=32, noise=0.05, seed=0):

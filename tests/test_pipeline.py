@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import FAST
-from pst_core import stages
-from pst_core.config import build_config
-from pst_core.store import ArtifactStore
+from pst_core.pipeline import stages
+from pst_core.config.overrides import build_config
+from pst_core.store.artifact_store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -104,8 +104,8 @@ def test_a_stage_found_in_the_store_when_it_runs_is_cached(first_run, images):
     finds the entry, and ends in state Cached."""
     from prefect import flow
 
-    from flows.pipeline import run_plan
-    from pst_core.runs import preflight
+    from flows.runtime import run_plan
+    from pst_core.pipeline.preflight import preflight
 
     store, _ = first_run
     config = build_config(sets=[*FAST, "style_transfer.iterations=3"])

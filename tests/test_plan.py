@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from conftest import FAST
-from pst_core import stages
-from pst_core.config import build_config
+from pst_core.pipeline import stages
+from pst_core.config.overrides import build_config
 from pst_core.errors import InputError
-from pst_core.runs import preflight
-from pst_core.store import ArtifactStore
+from pst_core.pipeline.preflight import preflight
+from pst_core.store.artifact_store import ArtifactStore
 
 
 def _pair(images):
@@ -137,7 +137,7 @@ def test_the_same_image_on_both_sides_is_one_step_to_run(images, tmp_path):
 
 
 def test_random_weights_built_by_two_threads_at_once_are_the_seeded_ones():
-    from pst_core import vgg
+    from pst_core import features as vgg
 
     def weights(seed):
         return torch.cat([p.flatten() for p in vgg.load_vgg("random", seed).parameters()])
@@ -153,3 +153,31 @@ def test_random_weights_built_by_two_threads_at_once_are_the_seeded_ones():
         thread.join()
     for seed in (0, 1):
         assert torch.equal(alone[seed], together[seed])
+
+
+def test_which_layers_are_clustered_means_the_same_to_the_plan_the_checks_and_segment_image(images, tmp_path):
+    """cluster_layer.layers: a list, or null for rgb + features.layers. The plan, the checks before a run and
+    segment_image all take it from cluster_layers; an empty list (it would cluster nothing) is refused."""
+    from pst_core.config.schema import BackpropParams
+    from pst_core.errors import ConfigError
+    from pst_core.features import load_vgg
+    from pst_core.segmentation.cluster_layer import cluster_layers
+    from pst_core.segmentation.segment import layer_indicators
+
+    for empty in ("cluster_layer.layers=[]", "content.cluster_layer.layers=[]"):
+        with pytest.raises(ConfigError, match=rf"^{empty.split('=')[0]}: .*empty list") as info:
+            build_config(sets=[*FAST, empty])
+        assert "\n" not in str(info.value)
+    store = ArtifactStore(str(tmp_path / "store"))
+    image = torch.rand(3, 24, 24)
+    for sets, expected in (([], ["rgb", "relu1_1", "relu2_1", "relu3_1"]), (["cluster_layer.layers=relu2_1,rgb"],
+                                                                             ["relu2_1", "rgb"])):
+        config = build_config(sets=[*FAST, *sets, "cluster_layer.iterations=2"])
+        assert cluster_layers(config.cluster_layer, config.features.layers) == expected
+        plan = preflight(store, {"content": images["content"]}, config)
+        assert [step.layer for step in plan.steps if step.stage == "cluster_layer"] == expected
+        indicators = layer_indicators(image, load_vgg("random"), config.features.layers, config.cluster_layer,
+                                      BackpropParams(method="upsample"))
+        assert list(indicators) == expected
+    with pytest.raises(ConfigError, match="'relu4_1' is not among features.layers"):  # checked on the same list
+        preflight(store, {"content": images["content"]}, build_config(sets=[*FAST, "cluster_layer.layers=relu4_1"]))

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pst_core import quality, synthetic
+from pst_core.inspect import quality
+from pst_core import synthetic
 
 SIZE = 128
 PAIRS = [(("stripes", 14, 0), ("dots", 10, 0)), (("stripes", 12, 0), ("stripes", 12, 90)),
@@ -77,7 +78,7 @@ def test_palette_distance_is_zero_for_the_same_colours_and_grows_with_difference
 
 
 def test_independent_network_distances_favour_the_mapped_region():
-    from pst_core.vgg import load_vgg
+    from pst_core.features import load_vgg
 
     pair = PAIRS[0]
     style, style_masks, masks, painted, rng = _case(pair)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pst_core.config import STAGE_MODELS
+from pst_core.config.schema import STAGE_MODELS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -8,14 +8,16 @@ import torch
 import numpy as np
 
 from pst_core import synthetic
-from pst_core.backprop import backprop_indicators, colour_features, layer_features
-from pst_core.config import BackpropParams, ClusterLayerParams, FuseParams, build_config
-from pst_core.fusion import fuse_indicators
-from pst_core.maxent import maxent_cluster
-from pst_core.presets import PRESETS
-from pst_core.segmentation import segment_image
-from pst_core.texture import confidence, gaussian_blur, local_energy
-from pst_core.vgg import load_vgg
+from pst_core.color.spaces import srgb_to_lab
+from pst_core.segmentation.backprop_clusters import backprop_indicators, layer_features
+from pst_core.config.overrides import build_config
+from pst_core.config.schema import BackpropParams, ClusterLayerParams, FuseParams
+from pst_core.segmentation.fuse_segmentation import fuse_indicators
+from pst_core.segmentation.cluster_layer import maxent_cluster
+from pst_core.config.presets import PRESETS
+from pst_core.segmentation.segment import segment_image
+from pst_core.segmentation.texture import confidence, gaussian_blur, local_energy
+from pst_core.features import load_vgg
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +149,7 @@ def test_texture_only_pictures_are_segmented_with_the_defaults(vgg, layout, kind
     patterns = [synthetic.texture(kind, (size, size), period, angle, rng) for kind, period, angle in kinds]
     image = torch.from_numpy(synthetic.mosaic(labels, patterns, [(0.55, 0.45, 0.35)] * 2))
     truth = torch.from_numpy(labels == 0)
-    _, colour, _ = maxent_cluster(colour_features(image), 2)
+    _, colour, _ = maxent_cluster(srgb_to_lab(image), 2)
     assert best_iou(colour.argmax(0), truth, 2) < 0.7
     assert best_iou(default_regions(image, vgg, 2).argmax(0), truth, 2) > 0.9
 

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from pst_core.errors import StoreError
-from pst_core.store import ArrayOut, ArtifactStore, key_digest
+from pst_core.store.artifact_store import ArrayOut, ArtifactStore, key_digest
 
 
 def _arrays():
@@ -48,7 +48,7 @@ def test_killed_write_leaves_no_complete_entry(tmp_path):
     """SIGKILL in the middle of writing an entry: nothing is read as complete, a rerun publishes."""
     script = textwrap.dedent(f"""
         import os, signal, numpy as np, zarr
-        from pst_core.store import ArtifactStore, ArrayOut
+        from pst_core.store.artifact_store import ArtifactStore, ArrayOut
         real = zarr.Group.create_array
         calls = []
         def dying(self, name, **kw):

@@ -4,17 +4,20 @@ import torch
 
 from pathlib import Path
 
-from pst_core.color import normalize_pair
-from pst_core.config import RegionSettings, StyleTransferParams, build_config
+from pst_core.color.normalize import normalize_pair
+from pst_core.config.overrides import build_config
+from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.losses import GramLoss, MeanCovLoss, Region, masked_grams
-from pst_core.quality import region_style_distances
-from pst_core.imageio import read_image, resize, working_shape
-from pst_core.mapping import map_regions, resize_masks
-from pst_core.segmentation import cluster_layers, segment_image
-from pst_core.style import _Objective, transfer
+from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_grams
+from pst_core.inspect.quality import region_style_distances
+from pst_core.load import read_image, resize, working_shape
+from pst_core.segmentation.masks import resize_masks
+from pst_core.style.mapping import map_regions
+from pst_core.segmentation.cluster_layer import cluster_layers
+from pst_core.segmentation.segment import segment_image
+from pst_core.style.style_transfer import _Objective, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
-from pst_core.vgg import load_vgg
+from pst_core.features import load_vgg
 
 SHALLOW = ["relu1_1", "relu2_1", "relu3_1"]
 
@@ -146,7 +149,7 @@ def test_empty_regions_are_skipped(vgg):
     style, sm = two_texture_style(32)
     cm3 = np.concatenate([cm, np.zeros((1, 32, 32), np.float32)])
     result = transfer(content, style, cm3, sm, vgg, StyleTransferParams(iterations=3, mapping={0: 0, 1: 1, 2: 0}))
-    assert np.isfinite(result.image).all() and all(np.isfinite(h["total"]) for h in result.history)
+    assert np.isfinite(result.image).all() and all(np.isfinite(h.total) for h in result.history)
 
 
 # ---------------------------------------------------------------- optimisation
@@ -160,9 +163,9 @@ def test_style_loss_falls_and_output_moves_toward_style(vgg, loss):
     params = StyleTransferParams(iterations=40, loss=loss, style_layers=SHALLOW, snapshot_every=10, tv_weight=0.0)
     result = transfer(content, style, _ones(content), _ones(style), vgg, params,
                       progress=calls.append, snapshot=lambda i, im: shots.append(i))
-    styles = [h["style"] for h in result.history]
+    styles = [h.style for h in result.history]
     assert styles[-1] < 0.3 * styles[0]
-    assert len(calls) == 40 and set(calls[0]) >= {"scale", "iteration", "total", "content", "style", "tv"}
+    assert len(calls) == 40 and set(vars(calls[0])) >= {"scale", "iteration", "total", "content", "style", "tv"}
     assert shots == [10, 20, 30, 40] and [i for i, _ in result.snapshots] == shots
     one = _ones(content)
     optimised = vgg.with_pooling(params.pooling)
@@ -262,7 +265,7 @@ def test_losses_need_no_retuning_across_image_sizes(vgg):
 
 
 def test_total_variation_weight_smooths_the_output(vgg):
-    from pst_core.losses import total_variation
+    from pst_core.style.losses import total_variation
 
     content, cm = disk_scene(32)
     style, sm = two_texture_style(32)
@@ -283,9 +286,9 @@ def test_adam_multiscale_noise_init_is_seeded(vgg):
     b = transfer(content, style, cm, sm, vgg, params)
     assert np.array_equal(a.image, b.image)
     # From about 50 px up: 64 then 128 px (32 would be under 50).
-    assert [h["scale"] for h in a.history] == [0, 0, 0, 1, 1, 1, 1]
-    assert [h["size"] for h in a.history] == [[64, 64]] * 3 + [[128, 128]] * 4
-    assert [h["iteration"] for h in a.history] == list(range(1, 8)) and a.history[0]["of"] == 7
+    assert [h.scale for h in a.history] == [0, 0, 0, 1, 1, 1, 1]
+    assert [h.size for h in a.history] == [(64, 64)] * 3 + [(128, 128)] * 4
+    assert [h.iteration for h in a.history] == list(range(1, 8)) and a.history[0].of == 7
     # Snapshots only at the final scale, so every one has the output's size (the store stacks them).
     assert [i for i, _ in a.snapshots] == [4, 6] and all(img.shape == content.shape for _, img in a.snapshots)
     c = transfer(content, style, cm, sm, vgg, params.model_copy(update={"seed": 4}))
@@ -298,7 +301,7 @@ def test_a_region_of_a_few_deep_pixels_keeps_the_loss_finite(vgg):
     config = build_config(sets=["features.weights=random"])
     images = []
     for name in ("content", "style"):
-        pixels = read_image(Path(__file__).resolve().parents[1] / "examples" / f"{name}.png")
+        pixels = read_image(Path(__file__).resolve().parents[1] / "pst_core" / "demo" / f"{name}.png")
         images.append(resize(pixels, working_shape(pixels.shape[1], pixels.shape[2], 32)))
     masks = [segment_image(torch.from_numpy(image), vgg, cluster_layers(config.cluster_layer, config.features.layers),
                            config.cluster_layer, config.backprop_clusters, config.fuse_segmentation).numpy()
@@ -344,7 +347,7 @@ def test_settings_for_a_missing_region_are_a_config_error(vgg):
 
 
 def test_colour_normalised_transfer_restores_the_content_palette(vgg):
-    from pst_core.color import normalize_pair, restore_palette
+    from pst_core.color.normalize import normalize_pair, restore_palette
 
     content, cm = disk_scene(32)
     style, sm = two_texture_style(32)
@@ -360,7 +363,7 @@ def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
     """A normalised image can leave [0, 1]; clipping it there would make the inverse colour transform
     bend those colours (a yellow sun came back lime green). With no iterations the output is the
     normalised content, so restoring the palette must give back the content itself."""
-    from pst_core.color import normalize_pair, restore_palette
+    from pst_core.color.normalize import normalize_pair, restore_palette
 
     content, cm = disk_scene(32)
     content[:, cm[0] > 0.5] = np.array([1.0, 0.85, 0.3])[:, None]  # a saturated yellow disk
@@ -378,7 +381,8 @@ def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
 def test_partitioned_transfer_beats_k1_on_structure(vgg):
     """Judged without any network: each content region of the partitioned output carries its own style
     region's orientation; the unpartitioned output cannot give both regions theirs."""
-    from pst_core import quality, synthetic
+    from pst_core.inspect import quality
+    from pst_core import synthetic
 
     size = 64
     labels = synthetic.layout("halves_h", (size, size))

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from pst_core import style as style_module
-from pst_core import tiles
-from pst_core.config import RegionSettings, StyleTransferParams
+from pst_core.style import style_transfer as style_module
+from pst_core.style import tiles
+from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import MemoryBudgetError
-from pst_core.memory import GIB
-from pst_core.style import _Objective, plan_transfer, transfer
+from pst_core.style.memory import GIB
+from pst_core.style.style_transfer import _Objective, plan_transfer, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
-from pst_core.vgg import load_vgg
+from pst_core.features import load_vgg
 
 SHALLOW = ["relu1_1", "relu2_1", "relu3_1"]  # halo 16 px: small tiles are real tiles at test sizes
 
@@ -98,7 +98,7 @@ def test_tiled_transfer_follows_the_untiled_one(vgg):
         assert [p.tile for p in whole.plans] == [None, None] and [p.tile for p in tiled.plans] == [None, 32]
         difference = np.abs(tiled.image - whole.image)
         assert difference.max() < largest and difference.mean() < mean, (loss, difference.max(), difference.mean())
-        assert abs(tiled.history[-1]["total"] - whole.history[-1]["total"]) < 1e-3 * whole.history[-1]["total"]
+        assert abs(tiled.history[-1].total - whole.history[-1].total) < 1e-3 * whole.history[-1].total
 
 
 def _seam_z(image: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""The parameters: each stage's model (schema), presets, --set and files, the reference table."""

@@ -1,0 +1,221 @@
+"""Quality measures of a stylised image that no network can flatter.
+
+The transfer optimises VGG statistics, so judging it with the same network rewards whatever the
+optimiser found, noise included. These measures look at the pixels instead:
+
+- **structure**: does each content region carry the spatial frequencies and orientations of the style
+  region it was mapped to, and not those of the other style regions? Energies come from a bank of
+  Gabor filters (constant relative bandwidth, so a natural 1/f image has about equal energy in every
+  band) applied to the luminance; a region's spectrum is its mean energy per (frequency, orientation)
+  bin, away from its border. The *peaks* of style region s are the bins where s's share of energy
+  most exceeds the other style regions'. Spectra are whitened (each bin relative to the mean energy of
+  its neighbouring frequencies over all orientations), so noise or a smooth gradient is flat (1) and a
+  fainter copy of a texture has the same whitened spectrum. For an image region X mapped to s,
+
+      presence_s(X)    = (mean W_X(P_s) - 1) / (mean W_s(P_s) - 1)    (1: all of s's peaks, 0: none)
+      selectivity(X)   = presence_s(X) - mean over other style regions o of presence_o(X)
+
+  and the score divides it by the style region's own selectivity: 1.0 = as distinct as the style,
+  0 = none of it (featureless, or an even mix of the textures), negative = the wrong texture.
+- **noise**: the share of luminance energy above 0.35 cycles/pixel, against the larger of the
+  content's and the style's share (1.0 = no more fine-grained than the inputs).
+- **palette**: sliced Wasserstein distance in CIE Lab between an output region's colours and the
+  colours it should have, beside the distance to the palette it should not have.
+- **independent network**: Gram distances measured with a VGG19 of another random seed than the one
+  optimised (a check that the statistics transferred are not an artefact of one network's weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pst_core.color.spaces import luminance, srgb_to_lab
+
+NOISE_CUTOFF = 0.35  # cycles per pixel
+_ORIENTATIONS = 8
+
+
+def gabor_frequencies(shape: tuple[int, int]) -> np.ndarray:
+    """Half-octave steps from about 2.5 periods per image side up to 0.35 cycles/pixel."""
+    lowest = 2.5 / min(shape)
+    count = int(np.floor(np.log2(NOISE_CUTOFF / lowest) * 2)) + 1
+    return NOISE_CUTOFF / 2 ** (np.arange(count)[::-1] / 2)
+
+
+@dataclass
+class Spectra:
+    """Gabor energy maps of one image: (F * O, H, W) for frequencies F x orientations O."""
+
+    energy: np.ndarray
+    frequencies: np.ndarray
+    orientations: np.ndarray
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """Spatial extent (pixels) of each bin's filter, for keeping away from region borders."""
+        return np.repeat(0.5 / (np.pi * 0.3 * self.frequencies), len(self.orientations))
+
+    def region(self, mask: np.ndarray) -> np.ndarray:
+        """Mean energy per bin over the region, each bin away from the border by its filter's extent."""
+        out = np.empty(len(self.energy))
+        for radius in np.unique(self.sigmas):
+            weight = _interior(mask, 1.5 * radius)
+            bins = self.sigmas == radius
+            out[bins] = (self.energy[bins] * weight).sum((1, 2)) / weight.sum()
+        return out
+
+
+def gabor_energy(image: np.ndarray, frequencies: np.ndarray | None = None) -> Spectra:
+    """Energy of the luminance in each (frequency, orientation) band (analytic Gabor filters in the
+    Fourier domain, one octave radial bandwidth, 22.5 degree orientation steps)."""
+    lum = luminance(image) if image.ndim == 3 else np.asarray(image, np.float64)
+    h, w = lum.shape
+    pad = min(h, w) // 4  # mirrored padding: no wrap-around edges from the FFT
+    padded = np.pad(lum - lum.mean(), pad, mode="reflect")
+    spectrum = np.fft.fft2(padded)
+    fy = np.fft.fftfreq(padded.shape[0])[:, None]
+    fx = np.fft.fftfreq(padded.shape[1])[None, :]
+    frequencies = gabor_frequencies((h, w)) if frequencies is None else frequencies
+    orientations = np.arange(_ORIENTATIONS) * np.pi / _ORIENTATIONS
+    maps = []
+    for f in frequencies:
+        for theta in orientations:
+            along = fx * np.cos(theta) + fy * np.sin(theta)
+            across = -fx * np.sin(theta) + fy * np.cos(theta)
+            response = np.exp(-((along - f) ** 2) / (2 * (0.3 * f) ** 2) - across ** 2 / (2 * (0.2 * f) ** 2))
+            filtered = np.fft.ifft2(spectrum * response)[pad:pad + h, pad:pad + w]
+            maps.append(np.abs(filtered) ** 2)
+    return Spectra(np.stack(maps).astype(np.float32), frequencies, orientations)
+
+
+def _interior(mask: np.ndarray, radius: float) -> np.ndarray:
+    """The part of a (soft) mask at least ``radius`` pixels inside it; shrunk less where the region is
+    too small to have any such part."""
+    hard = torch.as_tensor(np.asarray(mask) > 0.5, dtype=torch.float32)[None, None]
+    r = int(round(radius))
+    while r > 0:
+        # Outside the image counts as outside the region: the mirrored padding is not the texture.
+        inner = -F.max_pool2d(-F.pad(hard, (r, r, r, r)), 2 * r + 1, stride=1)
+        if inner.sum() >= max(16.0, 0.1 * float(hard.sum())):
+            return inner[0, 0].numpy()
+        r //= 2
+    return hard[0, 0].numpy() if hard.sum() > 0 else np.asarray(mask, np.float32)
+
+
+def whiten(spectrum: np.ndarray, frequencies: np.ndarray, orientations: int = _ORIENTATIONS) -> np.ndarray:
+    """Energy per bin relative to the region's own power-law trend (a line fitted to log energy
+    against log frequency, averaged over orientations): noise of any colour or a smooth gradient
+    becomes about flat (1), peaks of orientation or scale stand out, and a fainter copy of a texture
+    has the same whitened spectrum."""
+    grid = spectrum.reshape(len(frequencies), orientations)
+    slope, offset = np.polyfit(np.log(frequencies), np.log(np.maximum(grid.mean(1), 1e-20)), 1)
+    trend = np.exp(offset + slope * np.log(frequencies))
+    return np.maximum(grid / trend[:, None], 1e-6).ravel()
+
+
+def peak_weights(log_spectra: list[np.ndarray]) -> list[np.ndarray]:
+    """Per style region, a weight per bin: how far its log whitened energy rises above both its own
+    trend (0) and every other region's there: its distinctive peaks (0 elsewhere)."""
+    weights = []
+    for s, spectrum in enumerate(log_spectra):
+        others = np.max([o for i, o in enumerate(log_spectra) if i != s], axis=0)
+        weights.append(np.maximum(spectrum - np.maximum(others, 0), 0))
+    return weights
+
+
+def _presence(log_spectrum: np.ndarray, style: np.ndarray, weights: np.ndarray) -> float:
+    """How much of a style region's distinctive peaks a region has (log whitened energy at those bins,
+    weighted, relative to the style region's own): 1 = as much, 0 = a featureless spectrum."""
+    return float((weights * log_spectrum).sum() / max((weights * style).sum(), 1e-6))
+
+
+def _selectivity(log_spectrum: np.ndarray, own: int, style_spectra: list[np.ndarray],
+                 weights: list[np.ndarray]) -> float:
+    """Presence of the own style region's peaks minus the mean presence of the other regions' peaks."""
+    others = [_presence(log_spectrum, style_spectra[o], weights[o]) for o in range(len(style_spectra)) if o != own]
+    return _presence(log_spectrum, style_spectra[own], weights[own]) - float(np.mean(others))
+
+
+def structure_scores(output: np.ndarray, content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
+                     mapping: dict[int, int]) -> dict[int, float]:
+    """{content region: its structure score} for every content region mapped to a style region, when the
+    style has at least two regions (with one there is nothing to tell apart)."""
+    if len(style_masks) < 2:
+        return {}
+    # One filter bank for both images (they may differ in size): the smaller one's.
+    frequencies = gabor_frequencies(tuple(min(a, b) for a, b in zip(output.shape[-2:], style.shape[-2:])))
+    style_energy = gabor_energy(style, frequencies)
+    style_spectra = [np.log(whiten(style_energy.region(m), style_energy.frequencies)) for m in style_masks]
+    weights = peak_weights(style_spectra)
+    out_energy = gabor_energy(output, frequencies)
+    scores = {}
+    for r, s in mapping.items():
+        reference = _selectivity(style_spectra[s], s, style_spectra, weights)
+        region = np.log(whiten(out_energy.region(content_masks[r]), out_energy.frequencies))
+        scores[r] = _selectivity(region, s, style_spectra, weights) / max(reference, 1e-6)
+    return scores
+
+
+def high_frequency_share(image: np.ndarray) -> float:
+    """Share of the (Hann-windowed) luminance energy above NOISE_CUTOFF cycles/pixel."""
+    lum = luminance(image) if image.ndim == 3 else np.asarray(image, np.float64)
+    h, w = lum.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.fft2((lum - lum.mean()) * window)) ** 2
+    radius = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
+    power[0, 0] = 0
+    return float(power[radius > NOISE_CUTOFF].sum() / max(power.sum(), 1e-20))
+
+
+def noise_ratio(output: np.ndarray, content: np.ndarray, style: np.ndarray) -> float:
+    """The output's high-frequency share against the larger of the inputs' (1.0 = as fine as the inputs)."""
+    return high_frequency_share(output) / max(high_frequency_share(content), high_frequency_share(style), 1e-12)
+
+
+def _lab(pixels: np.ndarray) -> np.ndarray:
+    """(3, N) sRGB in [0, 1] -> (N, 3) CIE Lab (D65)."""
+    return srgb_to_lab(torch.as_tensor(pixels, dtype=torch.float32)[:, None, :])[:, 0].T.numpy()
+
+
+def palette_distance(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, reference_mask: np.ndarray,
+                     projections: int = 64, samples: int = 4096, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance (Lab units) between the colours of ``image`` inside ``mask`` and
+    those of ``reference`` inside ``reference_mask`` (masks thresholded at 0.5)."""
+    rng = np.random.default_rng(seed)
+
+    def pixels(img, m):
+        inside = np.asarray(m) > 0.5
+        lab = _lab(np.asarray(img)[:, inside])
+        return lab[rng.choice(len(lab), samples)] if len(lab) > samples else lab
+
+    a, b = pixels(image, mask), pixels(reference, reference_mask)
+    if not len(a) or not len(b):
+        return float("nan")
+    directions = rng.standard_normal((projections, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    quantiles = np.linspace(0, 1, 101)
+    pa = np.quantile(a @ directions.T, quantiles, axis=0)
+    pb = np.quantile(b @ directions.T, quantiles, axis=0)
+    return float(np.abs(pa - pb).mean())
+
+
+def region_style_distances(vgg, output, content_masks, style, style_masks, layers) -> np.ndarray:
+    """d[r, s]: relative Gram distance, measured with ``vgg``, between content region r of ``output``
+    and style region s (how well a transfer put each style region's statistics where it was mapped)."""
+    from pst_core.style.losses import GramLoss, Region
+    from pst_core.segmentation.masks import resize_masks
+
+    with torch.no_grad():
+        fo, fs = vgg(torch.tensor(output)[None], layers), vgg(torch.tensor(style)[None], layers)
+    d = np.zeros((len(content_masks), len(style_masks)))
+    for r in range(len(content_masks)):
+        for s in range(len(style_masks)):
+            for layer in layers:
+                target = Region(resize_masks(torch.tensor(style_masks[s:s + 1]), fs[layer].shape[-2:])[0])
+                region = Region(resize_masks(torch.tensor(content_masks[r:r + 1]), fo[layer].shape[-2:])[0])
+                d[r, s] += float(GramLoss(*target.statistics(fs[layer][0]))(*region.statistics(fo[layer][0]))) / len(layers)
+    return d

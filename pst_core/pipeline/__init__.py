@@ -1,0 +1,1 @@
+"""The stage graph: its plan, the stage functions, the checks before a run, run records."""

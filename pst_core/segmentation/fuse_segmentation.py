@@ -1,0 +1,87 @@
+"""Fusion: one more maximum-entropy clustering, over the stacked per-layer indicators."""
+
+from __future__ import annotations
+
+import torch
+
+from pst_core.color.spaces import srgb_to_lab
+from pst_core.errors import ConfigError
+from pst_core.segmentation.cluster_layer import ClusterHead, maxent_cluster
+from pst_core.segmentation.texture import confidence
+
+COLOUR = " colour"  # the image's own Lab among the indicators; the space keeps it off layer names
+
+
+def confidence_weights(indicators: dict[str, torch.Tensor], window: float,
+                       colour_gate: tuple[float, float]) -> tuple[dict[str, float], float]:
+    """Weights that let each image say which indicators separate it: ({layer: weight}, colour factor).
+
+    A layer counts in proportion to the confidence of its own clustering (texture.confidence: mutual
+    information at the scale ``window``), relative to the most confident layer. The image's raw colour
+    is scaled by where the colour clustering's confidence, relative to that layer, falls in
+    ``colour_gate`` (lo, hi): fully above hi (regions of distinct colour, as in photos), not at all
+    below lo (colours that alternate within textures, which would otherwise outvote the textures).
+    """
+    scores = {name: confidence(p, window) for name, p in indicators.items()}
+    layers = [name for name in scores if name != "rgb"]
+    if not layers:
+        return {}, 1.0
+    top = max(max(scores[name] for name in layers), 1e-6)
+    weights = {name: scores[name] / top for name in layers}
+    if "rgb" not in scores:
+        return weights, 1.0
+    lo, hi = colour_gate
+    gate = min(max((scores["rgb"] / top - lo) / max(hi - lo, 1e-6), 0.0), 1.0)
+    return weights, gate
+
+
+def _layer_scale(maps: torch.Tensor, name: str) -> torch.Tensor:
+    """Per-channel factors that turn maxent's per-channel standardisation into one scale per layer for
+    cluster indicators: standardised one by one, a cluster covering a thin strip (a boundary) would
+    weigh as much as one covering half the image and could win the fusion. Raw colour stays per channel."""
+    std = maps.float().reshape(maps.shape[0], -1).std(1).clamp_min(1e-6)
+    return torch.ones_like(std) if name == COLOUR else std / std.square().mean().sqrt()
+
+
+def fuse_indicators(indicators: dict[str, torch.Tensor], *, k: int, layer_weights: dict[str, float] | None = None,
+                    iterations: int = 300, entropy_weight: float = 1.0, balance_weight: float = 1.0,
+                    smoothness: float = 0.0, coords_weight: float = 0.0, lr: float = 0.05, seed: int = 0,
+                    image: torch.Tensor | None = None, colour_weight: float = 0.0, auto_weights: bool = False,
+                    confidence_window: float = 1 / 32, colour_gate: tuple[float, float] = (0.25, 0.45)
+                    ) -> tuple[ClusterHead, torch.Tensor]:
+    """{layer: (K_l, H, W)} at image resolution -> (head, regions (k, H, W)), largest region first.
+
+    Each layer's indicators are standardised together (one scale per layer, see _layer_scale), then
+    multiplied by its layer's weight (default 1), so the weights say how much each layer counts
+    whatever its scale. Layers are stacked in name order
+    so the result does not depend on dict order.
+    With ``image`` and ``colour_weight`` > 0 the image's own Lab colour joins as three more channels:
+    the clustered colour indicators keep only K_rgb cluster memberships, raw colour keeps the nuance
+    (measured on seg_dev at K=4, 256 px: 0.654 -> 0.675 best-union IoU).
+    With ``auto_weights`` the layer weights and the colour weight are further multiplied by
+    ``confidence_weights``: texture layers lead where colour alternates within regions.
+    """
+    if not indicators:
+        raise ConfigError("fuse_segmentation: no indicators to fuse")
+    weights = dict(layer_weights or {})
+    if auto_weights:
+        auto, gate = confidence_weights(indicators, confidence_window, colour_gate)
+        weights.update({name: weights.get(name, 1.0) * w for name, w in auto.items()})
+        colour_weight *= gate
+    if image is not None and colour_weight > 0:
+        indicators = {**indicators, COLOUR: srgb_to_lab(image)}
+        weights[COLOUR] = colour_weight
+    unknown = sorted(set(weights) - set(indicators))
+    if unknown:
+        raise ConfigError(f"fuse_segmentation.layer_weights: no indicators for layer(s) {unknown}")
+    names = sorted(indicators)
+    stacked = torch.cat([indicators[name].float() for name in names])
+    channel_weights = torch.cat([torch.full((indicators[name].shape[0],), float(weights.get(name, 1.0)))
+                                 for name in names])
+    channel_weights = channel_weights * torch.cat([_layer_scale(indicators[name], name) for name in names])
+    head, probs, _ = maxent_cluster(stacked, k, iterations=iterations, entropy_weight=entropy_weight,
+                                    balance_weight=balance_weight, smoothness=smoothness,
+                                    coords_weight=coords_weight, lr=lr, seed=seed, channel_weights=channel_weights)
+    # Stable sort on negated mass: ties keep cluster order, so the labelling is deterministic.
+    order = sorted(range(k), key=lambda j: -float(probs[j].sum()))
+    return head.permuted(order), probs[order]

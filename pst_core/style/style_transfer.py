@@ -1,0 +1,379 @@
+"""Partitioned style transfer: each content region takes the style of its mapped style region.
+
+K = 1 (one all-ones mask per side) is plain, unpartitioned transfer through the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pst_core.config.schema import RegionSettings, StyleTransferParams
+from pst_core.errors import ComputeError, ConfigError
+from pst_core.progress import TransferProgress
+from pst_core.style import memory, tiles
+from pst_core.style.losses import STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_grams, total_variation
+from pst_core.segmentation.masks import resize_masks
+from pst_core.style.mapping import map_regions
+from pst_core.features import LAYER_STRIDE
+
+__all__ = ["StyleResult", "transfer", "map_regions"]
+
+
+@dataclass
+class StyleResult:
+    image: np.ndarray  # (3,H,W) float32 within the inputs' per-channel range (at least [0,1])
+    mapping: dict[int, int]
+    history: list[TransferProgress] = field(default_factory=list)  # per iteration
+    snapshots: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    plans: list = field(default_factory=list)  # per scale: how it ran (memory.ScalePlan)
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _check_inputs(content, style, content_masks, style_masks, vgg, params, device) -> None:
+    for name, array in (("content image", content), ("style image", style),
+                        ("content masks", content_masks), ("style masks", style_masks)):
+        _check_finite(name, array)
+    for name, masks, image in (("content", content_masks, content), ("style", style_masks, style)):
+        (h, w), (mh, mw) = image.shape[1:], masks.shape[1:]
+        if abs((mh / mw) / (h / w) - 1) > 0.02:
+            raise ConfigError(f"style_transfer: {name} masks {mw}x{mh} do not fit the {w}x{h} image "
+                              "(masks need the image's aspect ratio)")
+    bad = [r for r in params.regions if not 0 <= r < len(content_masks)]
+    if bad:
+        raise ConfigError(f"style_transfer.regions: content region {bad[0]} does not exist "
+                          f"(content has regions 0..{len(content_masks) - 1})")
+
+    vgg_device = next(vgg.parameters()).device
+    if vgg_device.type != torch.device(device).type:
+        raise ConfigError(f"style_transfer: the VGG network is on {vgg_device}, the transfer was asked on {device}")
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if not np.isfinite(array).all():
+        raise ComputeError(f"style_transfer: the {name} holds NaN or infinite values")
+
+
+class _Objective:
+    """All losses of one scale: content, masked style per mapped pair and layer, total variation.
+
+    With ``tile`` (pixels) the network runs tile by tile (see ``pst_core.style.tiles``) and the objective is
+    still the whole image's: every region's statistics are summed over the tiles before any loss is
+    taken (``value_and_grad``). Tile edges move between evaluations (``seed``), so no seam can settle
+    where rounding differs.
+    """
+
+    def __init__(self, vgg, content, style, cmasks, smasks, mapping, params: StyleTransferParams,
+                 tile: int | None = None, seed: int = 0):
+        settings = [params.regions.get(r, RegionSettings()) for r in range(len(cmasks))]
+        style_layers = {r: s.style_layers or params.style_layers for r, s in enumerate(settings)}
+        self.layers = sorted(set(params.content_layers).union(*style_layers.values()))
+        self.vgg, self.tv_weight, self.tile = vgg, params.tv_weight, tile
+        self.margin = tiles.halo(self.layers)
+        self.offsets = np.random.default_rng(seed)
+
+        active = [r for r, s in enumerate(settings) if not s.keep_content]
+        targets: dict[str, list[Region]] = {}  # style regions, per layer
+        wanted: list[tuple[int, str, float]] = []
+        self.regions: dict[str, list[Region]] = {}  # content regions per layer, so its K Grams are one autograd node
+        for r in active:
+            weight = settings[r].style_weight if settings[r].style_weight is not None else params.style_weight
+            for layer in style_layers[r]:
+                region = Region(resize_masks(cmasks[r:r + 1], _layer_shape(content, layer))[0])
+                target = Region(resize_masks(smasks[mapping[r]:mapping[r] + 1], _layer_shape(style, layer))[0])
+                if region.empty or target.empty:
+                    continue
+                self.regions.setdefault(layer, []).append(region)
+                targets.setdefault(layer, []).append(target)
+                # Regions count alike (Gatys et al.'s 1/R), layers count alike within a region.
+                wanted.append((len(self.regions[layer]) - 1, layer, weight / (len(style_layers[r]) * len(active))))
+        target_statistics = self._statistics(style, targets, self._tiles(style.shape[-2:], moved=False))
+        self.style_losses = [MaskedStyleLoss(layer, STATISTICS[params.loss](*target_statistics[layer][slot]), weight,
+                                             slot) for slot, layer, weight in wanted]
+
+        c_feats = tiles.features(vgg, content, params.content_layers, self._tiles(content.shape[-2:], moved=False))
+        cweights = torch.tensor([s.content_weight if s.content_weight is not None else params.content_weight
+                                 for s in settings], dtype=content.dtype, device=content.device)
+        weight_map = (cweights[:, None, None] * cmasks).sum(0, keepdim=True)
+        self.content_losses = [
+            ContentLoss(layer, c_feats[layer], resize_masks(weight_map, c_feats[layer].shape[-2:])[None]
+                        / len(params.content_layers))
+            for layer in params.content_layers]
+
+    def _tiles(self, shape: tuple[int, int], moved: bool = True) -> list[tiles.Tile]:
+        offset = (0, 0)
+        if self.tile and moved:
+            offset = tuple(int(o) * tiles.GRID for o in self.offsets.integers(0, self.tile // tiles.GRID, 2))
+        return tiles.grid(shape, self.tile, self.margin, offset)
+
+    def _statistics(self, image: torch.Tensor, regions: dict[str, list[Region]], layout: list[tiles.Tile]
+                    ) -> dict[str, list[tuple]]:
+        """Every region's (mean, Gram) over the whole image, summed tile by tile (no gradient)."""
+        total: dict[str, list[tuple]] = {}
+        with torch.no_grad():
+            for tile in layout:
+                feats = self.vgg(image[(..., *tile.window_slices())], list(regions))
+                for layer, stats in _tile_statistics(feats, tile, regions).items():
+                    total[layer] = stats if layer not in total else [
+                        (m0 + m1, g0 + g1) for (m0, g0), (m1, g1) in zip(total[layer], stats)]
+        return total
+
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The losses of the whole image in one pass, differentiable (untiled)."""
+        feats = self.vgg(image, self.layers)
+        zero = image.new_zeros(())
+        content = sum((loss(feats) for loss in self.content_losses), zero)
+        statistics = {layer: list(zip((r.mean(feats[layer][0]) for r in regions),
+                                      masked_grams(feats[layer][0], regions)))
+                      for layer, regions in self.regions.items()}
+        style = sum((loss(statistics) for loss in self.style_losses), zero)
+        tv = self.tv_weight * total_variation(image) if self.tv_weight else zero
+        return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
+
+    def value_and_grad(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The losses and the gradient of the total with respect to ``image``."""
+        layout = self._tiles(image.shape[-2:])
+        if len(layout) == 1:
+            x = image.detach().requires_grad_(True)
+            losses = self(x)
+            (grad,) = torch.autograd.grad(losses["total"], x)
+            return {k: v.detach() for k, v in losses.items()}, grad
+        # Pass 1: every region's statistics of the whole image, without a graph. The style loss is a
+        # function of these only, so its gradients with respect to them are all a tile needs.
+        statistics = self._statistics(image, self.regions, layout)
+        leaves = {layer: [(m.requires_grad_(True), g.requires_grad_(True)) for m, g in stats]
+                  for layer, stats in statistics.items()}
+        style = sum((loss(leaves) for loss in self.style_losses), image.new_zeros(()))
+        if style.requires_grad:
+            style.backward()
+        # Pass 2: tile by tile, the chain rule through the tile's share of each statistic (d loss /
+        # d statistic . d share / d pixels) and of the content loss; shares add up, and so do gradients.
+        grad = torch.zeros_like(image)
+        content = image.new_zeros(())
+        for tile in layout:
+            window = image[(..., *tile.window_slices())].detach().requires_grad_(True)
+            feats = self.vgg(window, self.layers)
+            shares = _tile_statistics(feats, tile, self.regions)
+            link = image.new_zeros(())
+            for layer, stats in shares.items():
+                for (m, g), (leaf_m, leaf_g) in zip(stats, leaves[layer]):
+                    if leaf_g.grad is not None:
+                        link = link + (g * leaf_g.grad).sum()
+                    if leaf_m.grad is not None:
+                        link = link + (m * leaf_m.grad).sum()
+            part = image.new_zeros(())
+            for loss in self.content_losses:
+                (rows, cols), local = tile.at_layer(loss.layer)
+                part = part + loss({loss.layer: feats[loss.layer][(..., *local)]}, rows, cols)
+            if (link + part).requires_grad:
+                (link + part).backward()
+                grad[(..., *tile.window_slices())] += window.grad
+            content = content + part.detach()
+        tv = image.new_zeros(())
+        if self.tv_weight:
+            x = image.detach().requires_grad_(True)
+            tv = self.tv_weight * total_variation(x)
+            tv.backward()
+            grad += x.grad
+            tv = tv.detach()
+        style = style.detach()
+        return {"total": content + style + tv, "content": content, "style": style, "tv": tv}, grad
+
+
+def _layer_shape(image: torch.Tensor, layer: str) -> tuple[int, int]:
+    """A layer's activation size for ``image`` (every pooling floors, and nested floors of halving
+    are one floor of the stride)."""
+    s = LAYER_STRIDE[layer]
+    return image.shape[-2] // s, image.shape[-1] // s
+
+
+def _tile_statistics(feats: dict[str, torch.Tensor], tile: tiles.Tile, regions: dict[str, list[Region]]
+                     ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Each region's share of its (mean, Gram) from one tile's core: the whole image's statistics are
+    the sum of these shares over the tiles."""
+    out = {}
+    for layer, layer_regions in regions.items():
+        whole, local = tile.at_layer(layer)
+        core = feats[layer][0][(..., *local)]
+        crops = [r.crop(*whole) for r in layer_regions]
+        out[layer] = list(zip((c.mean(core) for c in crops), masked_grams(core, crops)))
+    return out
+
+
+def _scale_sizes(size: tuple[int, int], min_size: int) -> list[tuple[int, int]]:
+    """Coarse to fine: the longer side doubles from about ``min_size`` up to ``size`` (whose own scale
+    is always the last). Structure forms at the coarse scales, where the network's receptive fields
+    span more of the image, and is refined at the fine ones, which cost 4x more each."""
+    sizes = [tuple(size)]
+    while min_size and max(sizes[0]) / 2 >= min_size:
+        h, w = sizes[0]
+        sizes.insert(0, (max(1, round(h / 2)), max(1, round(w / 2))))
+    return sizes
+
+
+def _initial(params: StyleTransferParams, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    if params.init == "content":
+        return content.clone()
+    if params.init == "style":
+        return _resize(style, content.shape[-2:]).clone()
+    generator = torch.Generator().manual_seed(params.seed)
+    return torch.rand(content.shape, generator=generator).to(content)
+
+
+class _Average:
+    """A bias-corrected exponential moving average of the iterates (crowsonkb): Adam's last iterate
+    jitters by about one step; the average keeps the structure and drops the jitter."""
+
+    def __init__(self, decay: float):
+        self.decay, self.sum, self.weight = decay, None, 0.0
+
+    def update(self, image: torch.Tensor) -> None:
+        d = self.decay
+        self.sum = image * (1 - d) if self.sum is None else self.sum.mul_(d).add_(image, alpha=1 - d)
+        self.weight = self.weight * d + (1 - d)
+
+    def get(self, latest: torch.Tensor) -> torch.Tensor:
+        """The average, or ``latest`` before the first update."""
+        return latest if self.sum is None else self.sum / self.weight
+
+
+def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
+             vgg, params: StyleTransferParams, *, device="cpu", progress: Callable[[TransferProgress], None] | None = None,
+             snapshot: Callable[[int, np.ndarray], None] | None = None) -> StyleResult:
+    """content (3,H,W), style (3,Hs,Ws) in [0,1] or, colour-normalised, somewhat beyond; masks (Kc,h,w), (Ks,hs,ws)
+    soft, summing to 1 per pixel, at the images' resolution or a smaller one with the same aspect ratio (carried
+    up). progress(TransferProgress) called each iteration; snapshot(iteration, image) every params.snapshot_every iterations
+    of the final scale (so every snapshot has the output's size)."""
+    _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
+    if hasattr(vgg, "with_pooling"):
+        vgg = vgg.with_pooling(params.pooling)
+
+    def tensor(a):
+        return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+
+    c_full, s_full = tensor(content)[None], tensor(style)[None]
+    # Masks may come at a smaller size (segmentation works at a bounded size): carried up here.
+    cm_full = resize_masks(tensor(content_masks), tuple(content.shape[1:]))
+    sm_full = resize_masks(tensor(style_masks), tuple(style.shape[1:]))
+    schedule = _schedule(tuple(content.shape[1:]), tuple(style.shape[1:]), params)
+    plans = plan_transfer(content.shape[1:], style.shape[1:], len(content_masks), len(style_masks), params,
+                          masks_carried=content_masks.shape[1:] != content.shape[1:])
+    features = None
+    if params.mapping == "auto" and len(style_masks) > 1:
+        layer = [params.mapping_layer]
+        features = [tiles.features(vgg, image, layer, tiles.grid(image.shape[-2:], plans[-1].tile, tiles.halo(layer)))
+                    [params.mapping_layer][0].cpu() for image in (c_full, s_full)]
+    mapping = map_regions(cm_full.cpu(), sm_full.cpu(), params.mapping,
+                          content_features=None if features is None else features[0],
+                          style_features=None if features is None else features[1])
+    del features
+
+    # Colour-normalised inputs can leave [0, 1] (the transform is not clipped, so its inverse stays
+    # exact): the output may span the inputs' range per channel, or the inverse would bend clipped colours.
+    low = torch.minimum(c_full.amin((0, 2, 3)), s_full.amin((0, 2, 3))).clamp_max(0).view(1, 3, 1, 1)
+    high = torch.maximum(c_full.amax((0, 2, 3)), s_full.amax((0, 2, 3))).clamp_min(1).view(1, 3, 1, 1)
+    result = StyleResult(image=np.empty(0, np.float32), mapping=mapping, plans=plans)
+    total = sum(steps for _, _, steps in schedule)
+    iteration = 0
+    x = None
+    for scale, ((size, s_size, steps), plan) in enumerate(zip(schedule, plans)):
+        snapshots_here = bool(params.snapshot_every) and scale == len(schedule) - 1  # output's size only
+        c, s = _resize(c_full, size), _resize(s_full, s_size)
+        cm, sm = resize_masks(cm_full, size), resize_masks(sm_full, s_size)
+        objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale)
+        kept = [cm[r] for r, st in params.regions.items() if st.keep_content]
+        keep = sum(kept[1:], kept[0]) if kept else None
+        x = _initial(params, c, s) if x is None else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+        x = x.clamp(low, high).requires_grad_(True)
+
+        def compose(x=x, c=c, keep=keep):
+            # keep_content regions are pinned to the content: no gradient ever reaches their pixels.
+            x = x.detach()
+            return x if keep is None else keep * c + (1 - keep) * x
+
+        if params.optimizer == "lbfgs":
+            # Fixed iteration count: no early stops, one function evaluation per iteration.
+            optimizer = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=max(1, plan.history),
+                                          tolerance_grad=0, tolerance_change=0)
+        else:
+            optimizer = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))
+        average = _Average(params.average) if params.optimizer == "adam" and params.average else None
+        for _ in range(steps):
+            iteration += 1
+            record: dict = {}
+
+            def closure(keep=keep):
+                optimizer.zero_grad()
+                losses, grad = objective.value_and_grad(compose())
+                if not torch.isfinite(losses["total"]):
+                    value = float(losses["total"])
+                    raise ComputeError(f"style_transfer: the loss became non-finite ({value}) at scale {scale} "
+                                       f"iteration {iteration}; lower style_weight/lr or check the inputs")
+                x.grad = grad if keep is None else grad * (1 - keep)
+                record.update({k: float(v) for k, v in losses.items()})
+                return losses["total"]
+
+            optimizer.step(closure)
+            if params.optimizer == "adam":
+                with torch.no_grad():
+                    x.clamp_(low, high)  # L-BFGS would take a clamp for a step of its own: its output is clipped
+            if average:
+                average.update(compose())
+            entry = TransferProgress(scale, iteration, total, tuple(size), plan.tile, plan.history, **record)
+            result.history.append(entry)
+            if progress:
+                progress(entry)
+            if snapshots_here and iteration % params.snapshot_every == 0:
+                image = torch.clamp(average.get(compose()) if average else compose(), low, high)
+                image = image[0].cpu().numpy()
+                result.snapshots.append((iteration, image))
+                if snapshot:
+                    snapshot(iteration, image)
+        x = average.get(compose()) if average else compose()
+        del objective, optimizer  # before the next scale's are built
+
+    image = torch.clamp(x, low, high)[0].cpu().numpy().astype(np.float32)
+    if not np.isfinite(image).all():
+        raise ComputeError("style_transfer: the optimised image is not finite")
+    result.image = image
+    return result
+
+
+def _schedule(shape: tuple[int, int], style_shape: tuple[int, int], params: StyleTransferParams
+              ) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
+    """(content size, style size, iterations) per scale, coarse to fine. The style image is scaled
+    alike (at least 16 px, at most its own size); scales above ``fine_size`` run at most
+    ``fine_iterations``."""
+    sizes = _scale_sizes(shape, params.min_size)
+    out = []
+    for scale, size in enumerate(sizes):
+        factor = size[0] / shape[0]
+        style_size = tuple(min(n, max(16, round(n * factor))) for n in style_shape)
+        steps = params.iterations if scale == len(sizes) - 1 else _coarse_iterations(params)
+        if params.fine_size and max(size) > params.fine_size:
+            steps = min(steps, params.fine_iterations)
+        out.append((size, style_size, steps))
+    return out
+
+
+def plan_transfer(shape, style_shape, content_regions: int, style_regions: int, params: StyleTransferParams,
+                  masks_carried: bool = False) -> list[memory.ScalePlan]:
+    """How each scale runs within ``params.memory_budget`` (whole or tiled, L-BFGS history), decided
+    before any work; a ``MemoryBudgetError`` naming the parameter to change where a scale cannot fit."""
+    schedule = _schedule(tuple(shape), tuple(style_shape), params)
+    shapes = memory.Shapes(tuple(shape), tuple(style_shape), content_regions, style_regions, masks_carried)
+    return memory.plan_scales(shapes, [size for size, _, _ in schedule], [s for _, s, _ in schedule],
+                              [steps for _, _, steps in schedule], params)
+
+
+def _coarse_iterations(params: StyleTransferParams) -> int:
+    return params.iterations if params.scale_iterations is None else params.scale_iterations
