@@ -220,10 +220,13 @@ def test_dataset_killed_at_random_moments_resumes_with_nothing_computed_twice(tm
     env = _env(tmp_path / "home")
     moments = random.Random(5)
     for attempt in range(5):
+        # Each run is killed after it has finished a row of its own: a run killed while it still starts
+        # up (the earlier runs having written enough rows already) would leave no run record to count.
+        wanted = max(2 + 3 * attempt, _rows_written(results) + 1)
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         deadline = time.time() + 240
-        while _rows_written(results) < 2 + 3 * attempt and proc.poll() is None and time.time() < deadline:
+        while _rows_written(results) < wanted and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(moments.uniform(0, 1.0))
         assert proc.poll() is None, "the run finished before it could be killed"
