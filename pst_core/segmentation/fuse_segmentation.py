@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch
 
 from pst_core.color.spaces import srgb_to_lab
+from pst_core.config.schema import FuseParams
 from pst_core.errors import ConfigError
 from pst_core.segmentation.cluster_layer import ClusterHead, maxent_cluster
 from pst_core.segmentation.texture import confidence
 
 COLOUR = " colour"  # the image's own Lab among the indicators; the space keeps it off layer names
+# auto_weights' scale and gate: the tuned values live on FuseParams, stated once.
+_DEFAULT_WINDOW = FuseParams.model_fields["confidence_window"].default
+_DEFAULT_GATE = FuseParams.model_fields["colour_gate"].default
 
 
 def confidence_weights(indicators: dict[str, torch.Tensor], window: float,
@@ -47,7 +51,7 @@ def fuse_indicators(indicators: dict[str, torch.Tensor], *, k: int, layer_weight
                     iterations: int = 300, entropy_weight: float = 1.0, balance_weight: float = 1.0,
                     smoothness: float = 0.0, coords_weight: float = 0.0, lr: float = 0.05, seed: int = 0,
                     image: torch.Tensor | None = None, colour_weight: float = 0.0, auto_weights: bool = False,
-                    confidence_window: float = 1 / 32, colour_gate: tuple[float, float] = (0.25, 0.45)
+                    confidence_window: float = _DEFAULT_WINDOW, colour_gate: tuple[float, float] = _DEFAULT_GATE
                     ) -> tuple[ClusterHead, torch.Tensor]:
     """{layer: (K_l, H, W)} at image resolution -> (head, regions (k, H, W)), largest region first.
 
