@@ -12,6 +12,8 @@ pipeline's own code (colour normalisation, transfer, exact inverse) minus the st
 
 - structure: per content region, 1.0 = carries its style region's frequencies and orientations as
   distinctly as the style does, 0 = none of it; targets: >= 0.6 in every region, >= 0.3 above K=1;
+  ceiling: the score of the style's own pixels cut to each content region's shape (a thin or small
+  region cannot show a coarse texture's peaks even then: no transfer can score above it there);
 - noise: share of luminance energy above 0.35 cycles/pixel against the larger of the inputs'
   (target <= 1.5);
 - palette: Lab sliced-Wasserstein distance of each output region to the palette asked for
@@ -169,7 +171,9 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
                                        case.style_masks, GRAM_LAYERS)
     gram = min(min(d[r, o] for o in range(d.shape[1]) if o != s) / max(d[r, s], 1e-12)
                for r, s in case.mapping.items())
+    ceiling = quality.structure_ceiling(case.content_masks, case.style, case.style_masks, case.mapping)
     return {"structure": {str(r): round(v, 3) for r, v in structure.items()},
+            "structure_ceiling": {str(r): round(v, 3) for r, v in ceiling.items()},
             "structure_min": round(min(structure.values()), 3),
             "noise": round(quality.noise_ratio(final, case.content, case.style), 3),
             "palette_asked": [round(v, 2) for v in asked], "palette_other": [round(v, 2) for v in other],
@@ -214,7 +218,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"quality {args.label}: weights={args.weights} {' '.join(args.set)}")
     print(f"{'case':24s} {'px':>4s} {'run':5s} {'structure':>16s} {'min':>6s} {'noise':>6s} {'palette':>13s} "
-          f"{'gram':>5s} {'s':>6s} {'to-q s@it':>9s}")
+          f"{'gram':>5s} {'s':>6s} {'to-q s@it':>9s} {'ceiling':>12s}")
     for size in args.sizes:
         for case in cases(size, args.cases):
             outputs = {}
@@ -234,7 +238,8 @@ def main(argv=None) -> int:
                 palette = f"{np.mean(row['palette_asked']):5.1f}/{np.mean(row['palette_other']):5.1f}"
                 print(f"{case.name:24s} {size:4d} {run:5s} {structure:>16s} {row['structure_min']:6.2f} "
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
-                      f"{ttq:>9s}", flush=True)
+                      f"{ttq:>9s} {' '.join(f'{v:5.2f}' for v in row['structure_ceiling'].values()):>12s}",
+                      flush=True)
             if images:
                 save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
             if args.no_k1:

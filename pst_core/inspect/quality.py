@@ -160,6 +160,29 @@ def structure_scores(output: np.ndarray, content_masks: np.ndarray, style: np.nd
     return scores
 
 
+def ideal_composite(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
+                    mapping: dict[int, int]) -> np.ndarray:
+    """The best answer the structure score can be given: every content region filled with its style
+    region's own pixels (the region's bounding box, tiled over the image) and cut to the content
+    region's shape. A thin or small region cannot hold a coarse texture's peaks even then, so its
+    score is the ceiling of what any transfer can reach there."""
+    h, w = content_masks.shape[-2:]
+    ideal = np.zeros((style.shape[0], h, w), np.float32)
+    for r, s in mapping.items():
+        rows, cols = np.nonzero(np.asarray(style_masks[s]) > 0.5)
+        patch = style[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        tiled = np.tile(patch, (1, -(-h // patch.shape[1]), -(-w // patch.shape[2])))[:, :h, :w]
+        ideal += np.asarray(content_masks[r], np.float32)[None] * tiled
+    return ideal
+
+
+def structure_ceiling(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
+                      mapping: dict[int, int]) -> dict[int, float]:
+    """{content region: the structure score of the ideal composite} (see ``ideal_composite``)."""
+    ideal = ideal_composite(content_masks, style, style_masks, mapping)
+    return structure_scores(ideal, content_masks, style, style_masks, mapping)
+
+
 def high_frequency_share(image: np.ndarray) -> float:
     """Share of the (Hann-windowed) luminance energy above NOISE_CUTOFF cycles/pixel."""
     lum = luminance(image) if image.ndim == 3 else np.asarray(image, np.float64)
