@@ -13,7 +13,8 @@ pipeline's own code (colour normalisation, transfer, exact inverse) minus the st
 - structure: per content region, 1.0 = carries its style region's frequencies and orientations as
   distinctly as the style does, 0 = none of it; targets: >= 0.6 in every region, >= 0.3 above K=1;
   ceiling: the score of the style's own pixels cut to each content region's shape (a thin or small
-  region cannot show a coarse texture's peaks even then: no transfer can score above it there);
+  region cannot show a coarse texture's peaks even then; a reference for what the shape allows, not a
+  strict bound);
 - noise: share of luminance energy above 0.35 cycles/pixel against the larger of the inputs'
   (target <= 1.5);
 - palette: Lab sliced-Wasserstein distance of each output region to the palette asked for

@@ -162,10 +162,11 @@ def structure_scores(output: np.ndarray, content_masks: np.ndarray, style: np.nd
 
 def ideal_composite(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
                     mapping: dict[int, int]) -> np.ndarray:
-    """The best answer the structure score can be given: every content region filled with its style
+    """The answer the structure score was built for: every content region filled with its style
     region's own pixels (the region's bounding box, tiled over the image) and cut to the content
     region's shape. A thin or small region cannot hold a coarse texture's peaks even then, so its
-    score is the ceiling of what any transfer can reach there."""
+    score says what the region's shape allows (a reference, not a strict bound: a texture that runs on
+    across the border, as a K=1 run's may, is cut less by it)."""
     h, w = content_masks.shape[-2:]
     ideal = np.zeros((style.shape[0], h, w), np.float32)
     for r, s in mapping.items():
@@ -178,7 +179,8 @@ def ideal_composite(content_masks: np.ndarray, style: np.ndarray, style_masks: n
 
 def structure_ceiling(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
                       mapping: dict[int, int]) -> dict[int, float]:
-    """{content region: the structure score of the ideal composite} (see ``ideal_composite``)."""
+    """{content region: the structure score of the ideal composite} (see ``ideal_composite``): what the
+    content regions' shapes allow."""
     ideal = ideal_composite(content_masks, style, style_masks, mapping)
     return structure_scores(ideal, content_masks, style, style_masks, mapping)
 
