@@ -52,6 +52,25 @@ def test_structure_score_is_near_zero_without_the_structure(pair):
         assert max(abs(v) for v in scores.values()) < limit, scores
 
 
+def test_ideal_composite_puts_each_style_region_in_its_content_region_and_scores_what_the_shape_allows():
+    pair = PAIRS[0]
+    style, style_masks, masks, _, _ = _case(pair)
+    mapping = {0: 1, 1: 0}  # the disk gets the bottom (dots), the ground the top (stripes)
+    ideal = quality.ideal_composite(masks, style, style_masks, mapping)
+    inside = masks[0] > 0.5
+    # the disk holds the style's bottom half's colours, the ground its top half's
+    assert np.allclose(ideal[:, inside].mean(1), style[:, SIZE // 2:].mean((1, 2)), atol=0.03)
+    assert np.allclose(ideal[:, ~inside].mean(1), style[:, :SIZE // 2].mean((1, 2)), atol=0.03)
+    wide = quality.structure_ceiling(masks, style, style_masks, mapping)
+    assert min(wide.values()) > 0.8, wide  # big regions can show their textures fully
+    # a thin ring cannot show the stripes' peaks as well as the wide ground does
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    ring = np.abs(np.hypot(yy - SIZE / 2, xx - SIZE / 2) - SIZE / 3) < 3
+    thin = np.stack([ring, ~ring]).astype(np.float32)
+    narrow = quality.structure_ceiling(thin, style, style_masks, {0: 0, 1: 1})
+    assert narrow[0] < wide[1] - 0.2, (narrow, wide)
+
+
 def test_noise_share_tells_noise_from_structure():
     rng = np.random.default_rng(1)
     stripes = synthetic.mosaic(np.zeros((SIZE, SIZE), int), [synthetic.texture("stripes", (SIZE, SIZE), 12)],
