@@ -111,6 +111,9 @@ def cmd_run(args) -> int:
 
 def _run_pair(args) -> dict:
     """Plan, run what is missing (the pair flow), print the stage table (unless --json); the run's result."""
+    from pst_core.load import check_output_image
+
+    check_output_image(args.out)
     config = _config(args)
     started = time.perf_counter()
 
@@ -141,7 +144,7 @@ def _print_stages(stages: list[dict]) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
-    from pst_core.load import read_image
+    from pst_core.load import check_output_image, read_image
     from pst_core.segmentation.labels import save_labels
     from pst_core.segmentation.masks import regions_at_size
     from pst_core.pipeline.stages import read_regions
@@ -149,6 +152,7 @@ def cmd_segment(args) -> int:
 
     if args.regions < 1:
         raise PstError(f"--regions {args.regions}: must be at least 1")
+    check_output_image(args.out, formats=("PNG",))  # a palette PNG: its indices are the region numbers
     config = _config(argparse.Namespace(set=[*(args.set or []), f"content.fuse_segmentation.k={args.regions}"],
                                         config=args.config, preset=args.preset))
     store = ArtifactStore(args.store)
@@ -177,6 +181,9 @@ def cmd_segment(args) -> int:
 def cmd_demo(args) -> int:
     from pst_core.demo.images import bundled
 
+    from pst_core.load import check_output_image
+
+    check_output_image(args.out)
     out = Path(args.out)
     weights, how = _demo_weights()
     print(f"pst demo: VGG19 weights: {weights} ({how})")

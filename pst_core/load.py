@@ -95,6 +95,18 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 SOURCE_TAG = "pst:source"  # a PNG text chunk: the store entry an output image was written from
 
 
+def check_output_image(path: str | os.PathLike, flag: str = "--out", formats: tuple[str, ...] | None = None) -> None:
+    """Refuse, before any work, an output path whose extension names no image format we can write
+    (``formats``: only these, e.g. ("PNG",) for a palette label image)."""
+    suffix = Path(path).suffix.lower()
+    image_format = Image.registered_extensions().get(suffix)
+    writable = image_format in Image.SAVE and (formats is None or image_format in formats)
+    if not writable:
+        wanted = ", ".join(f".{f.lower()}" for f in formats) if formats else ".png, .jpg, .tif, .webp, ..."
+        what = f"extension {suffix!r}" if suffix else "no file extension"
+        raise InputError(f"{flag} {str(path)!r}: {what}; give an image file name ({wanted})")
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray, source: str | None = None) -> None:
     """Write (3, H, W) float in [0, 1] as an 8-bit image (format from the suffix), atomically. A PNG
     records ``source`` (the store entry it shows), which ``image_source`` reads back."""

@@ -104,14 +104,18 @@ def bad_files(tmp_path):
     (["segment", "{content}", "--regions", "0"], "--regions"),
     (["run", "{content}", "{style}", "--set", "style_transfer.memory_budget=0.5"], "style_transfer.memory_budget"),
     (["run", "{content}", "{style}", "--set", "style_transfer.tile_size=100"], "multiple of 16"),
+    (["run", "{content}", "{style}", "--out", "{d}/out"], "no file extension"),
+    (["run", "{content}", "{style}", "--out", "{d}/out.txt"], "extension '.txt'"),
+    (["segment", "{content}", "--out", "{d}/labels.jpg"], ".png"),
+    (["demo", "--out", "{d}/demo"], "no file extension"),
 ])
 def test_bad_input_exits_2_with_one_line_and_store_unchanged(args, message, bad_files, images, populated_store,
                                                              tmp_path, capsys):
     store = populated_store
     before = _snapshot(store)
     argv = [a.format(d=bad_files, content=images["content"], style=images["style"]) for a in args]
-    # the test's own fast settings first, so the bad value given last is the one that counts
-    argv = [argv[0], *SETS, *argv[1:], "--out", str(tmp_path / "bad.png"), "--store", str(store)]
+    # the test's own fast settings and output first, so the bad value given last is the one that counts
+    argv = [argv[0], *SETS, "--out", str(tmp_path / "bad.png"), "--store", str(store), *argv[1:]]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
