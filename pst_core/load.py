@@ -105,13 +105,24 @@ def check_output_image(path: str | os.PathLike, flag: str = "--out", formats: tu
         wanted = ", ".join(f".{f.lower()}" for f in formats) if formats else ".png, .jpg, .tif, .webp, ..."
         what = f"extension {suffix!r}" if suffix else "no file extension"
         raise InputError(f"{flag} {str(path)!r}: {what}; give an image file name ({wanted})")
+    file = Path(path)
+    if file.is_dir():
+        raise InputError(f"{flag} {str(path)!r}: is a folder; give an image file name")
+    for folder in file.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"{flag} {str(path)!r}: {str(folder)!r} is a file, not a folder")
+            break
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, source: str | None = None) -> None:
     """Write (3, H, W) float in [0, 1] as an 8-bit image (format from the suffix), atomically. A PNG
     records ``source`` (the store entry it shows), which ``image_source`` reads back."""
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{file}: cannot make its folder ({exc.strerror or exc})") from exc
     pixels = (np.clip(image, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
     tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
     image_format = Image.registered_extensions().get(file.suffix.lower(), "PNG")

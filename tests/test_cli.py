@@ -108,6 +108,7 @@ def bad_files(tmp_path):
     (["run", "{content}", "{style}", "--out", "{d}/out.txt"], "extension '.txt'"),
     (["segment", "{content}", "--out", "{d}/labels.jpg"], ".png"),
     (["demo", "--out", "{d}/demo"], "no file extension"),
+    (["run", "{content}", "{style}", "--out", "{d}/ok.png/o.png"], "is a file, not a folder"),
 ])
 def test_bad_input_exits_2_with_one_line_and_store_unchanged(args, message, bad_files, images, populated_store,
                                                              tmp_path, capsys):
