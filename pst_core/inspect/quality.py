@@ -99,7 +99,8 @@ def _interior(mask: np.ndarray, radius: float) -> np.ndarray:
     r = int(round(radius))
     while r > 0:
         # Outside the image counts as outside the region: the mirrored padding is not the texture.
-        # A square erosion as a row pass then a column pass: the same result, with 2(2r+1) comparisons per pixel, not (2r+1)^2.
+        # A square erosion as a row pass then a column pass: the same result, with 2(2r+1)
+        # comparisons per pixel, not (2r+1)^2.
         padded = -F.pad(hard, (r, r, r, r))
         inner = -F.max_pool2d(F.max_pool2d(padded, (1, 2 * r + 1), stride=1), (2 * r + 1, 1), stride=1)
         if inner.sum() >= max(16.0, 0.1 * float(hard.sum())):
