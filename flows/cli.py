@@ -23,8 +23,6 @@ DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.itera
 def _quiet_prefect(verbose: bool) -> None:
     """Must run before prefect is imported: it reads its settings at import."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's temporary server gives up after 20 s by default; a busy machine can take longer to start it.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
 
