@@ -31,7 +31,7 @@ import fsspec
 import numpy as np
 import zarr
 from fsspec.implementations.local import LocalFileSystem
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from pst_core.errors import StoreError
 
@@ -168,7 +168,11 @@ class ArtifactStore:
         return True
 
     def _write_group(self, path: str, arrays: dict[str, ArrayOut], attrs: dict[str, Any], key: str) -> None:
-        group = zarr.open_group(store=self._zarr_store(path, read_only=False), mode="w", attributes=attrs)
+        """Build the group in memory, then write its files, the group's ``zarr.json`` (which holds the
+        marker that makes the entry complete) last. Built in place, zarr makes a file system round trip
+        per metadata file: ~5.5 ms per array on a local disk, against ~3 ms built in memory."""
+        files: dict[str, Any] = {}
+        group = zarr.open_group(store=MemoryStore(files), mode="w", attributes=attrs)
         digests = {}
         for name, out in arrays.items():
             data = np.asarray(out.data, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
@@ -177,8 +181,20 @@ class ArtifactStore:
             group.create_array(name, data=data, chunks=_chunks(data.shape, data.itemsize),
                                dimension_names=out.dims)
             digests[name] = array_digest(data)
-        # Last, and one whole-object write of zarr.json: what makes the entry complete.
         group.attrs[MARKER] = {"key": key, "written": time.time(), "arrays": digests}
+        marked = files.pop("zarr.json").to_bytes()
+        self._put_files({f"{path}/{name}": buffer.to_bytes() for name, buffer in files.items()})
+        self._put_files({f"{path}/zarr.json": marked})
+
+    def _put_files(self, files: dict[str, bytes]) -> None:
+        """An entry's files (on a local disk, under its temporary folder: the rename publishes them)."""
+        if not self.local:
+            self.fs.pipe(files)  # one batched request on object stores
+            return
+        for name, data in files.items():
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+            with open(name, "wb") as handle:
+                handle.write(data)
 
     def _clear_dead_writers(self, stage: str, key: str) -> None:
         """Remove what writers of this key that were killed mid-write left behind."""
