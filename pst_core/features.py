@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -160,26 +161,67 @@ def reflected_features(net: "VGGFeatures", image: torch.Tensor, layers: list[str
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _build(weights: str, seed: int, device: str) -> VGGFeatures:
+# torchvision's vgg19 configuration "E": output channels of each 3x3 convolution, "M" a 2x2 max pooling.
+_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+
+
+def _vgg19_body() -> nn.Sequential:
+    """VGG19's ``features`` with the same indices as torchvision's, its weights not yet drawn (on the meta
+    device; ``load_state_dict(assign=True)`` gives them). ReLUs are not in place: in-place ones would
+    overwrite the conv outputs that callers ask for by name."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in _VGG19:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1, device="meta"), nn.ReLU(inplace=False)]
+            channels = v
+    return nn.Sequential(*layers)
+
+
+def random_weights_file(seed: int) -> Path:
+    return Path(torch.hub.get_dir()) / "pst" / f"vgg19-random-{seed}-torch{torch.__version__.split('+')[0]}.pt"
+
+
+def _random_state(seed: int) -> dict:
+    """torchvision's own init of vgg19, drawn from ``seed``: its ``features`` weights. Drawing them takes
+    1.5-3 s here, most of it for the classifier's 120M weights that nothing uses (and ~0.5 GB of
+    memory), so the features' share is kept in the torch hub cache (``random_weights_file``) and read
+    back in ~0.3 s by later processes. Per torch version: that is what defines the draw."""
+    path = random_weights_file(seed)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not there yet, or unreadable: draw again
+        pass
     from torchvision.models import vgg19
 
+    # Seed a private generator so building a model never disturbs the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = vgg19(weights=None).features.state_dict()
+    try:  # written whole, then renamed: a reader never sees a part of it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: draw again next time
+    return state
+
+
+@functools.lru_cache(maxsize=4)
+def _build(weights: str, seed: int, device: str) -> VGGFeatures:
     if weights == "random":
-        # Seed a private generator so building a model never disturbs the caller's RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = vgg19(weights=None)
+        state = _random_state(seed)
     else:
-        model = vgg19(weights=None)
-        state = _load_state(weights)
-        missing = model.load_state_dict(state, strict=False).missing_keys
-        if any(k.startswith("features.") for k in missing):
-            raise ConfigError(f"features.weights: {weights!r} is not a VGG19 state_dict (missing {missing[0]})")
-    body = model.features
-    # In-place ReLUs would overwrite the conv outputs that callers ask for by name.
-    for index, module in enumerate(body):
-        if isinstance(module, nn.ReLU):
-            body[index] = nn.ReLU(inplace=False)
+        state = {k[len("features."):]: v for k, v in _load_state(weights).items() if k.startswith("features.")}
+    body = _vgg19_body()
+    try:
+        body.load_state_dict(state, assign=True)
+    except RuntimeError as exc:  # missing layers, or tensors of other shapes
+        first = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"features.weights: {weights!r} is not a VGG19 state_dict ({first})") from None
     net = VGGFeatures(body, weights_fingerprint(weights) + (f":{seed}" if weights == "random" else ""))
     net.eval().requires_grad_(False)
     if str(device).startswith("cuda"):

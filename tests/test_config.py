@@ -85,6 +85,35 @@ def test_pretrained_weights_that_cannot_be_had_name_both_alternatives(monkeypatc
     assert "features.weights=random" in message and "\n" not in message
 
 
+def test_random_weights_are_torchvisions_draw_whether_drawn_or_read_from_the_cache(tmp_path, monkeypatch):
+    """The features' share of torchvision's seeded vgg19 init is kept in the torch hub cache; what is read
+    back is the same draw, and a damaged cache file is drawn again rather than trusted."""
+    import torch
+    from torchvision.models import vgg19
+
+    from pst_core import features as vgg
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        expected = vgg19(weights=None).features.state_dict()
+
+    def built() -> dict:
+        vgg._build.cache_clear()
+        return vgg.load_vgg("random", seed=5).body.state_dict()
+
+    def same(state: dict) -> bool:
+        return state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+
+    cache = vgg.random_weights_file(5)
+    assert str(cache).startswith(str(tmp_path)) and not cache.exists()
+    assert same(built()) and cache.is_file()  # drawn, and kept
+    assert same(built())  # read back
+    cache.write_bytes(b"not a torch file")
+    assert same(built())  # drawn again
+    vgg._build.cache_clear()
+
+
 def test_local_weights_file_is_used(tmp_path):
     import torch
 
