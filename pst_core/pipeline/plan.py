@@ -141,8 +141,9 @@ class StageOutcome:
     side: str | None
     key: str
     status: str  # "computed" | "cached"
-    seconds: float
+    seconds: float  # computing the entry
     layer: str | None = None
+    stored: float = 0.0  # seconds writing it to the store
 
     @property
     def cached(self) -> bool:
@@ -329,7 +330,7 @@ class Plan:
         for step in self.steps:
             if step.id in ran:
                 done = ran[step.id]
-                out.append(StageOutcome(step.stage, step.side, step.key, done.status, done.seconds, step.layer))
+                out.append(StageOutcome(step.stage, step.side, step.key, done.status, done.seconds, step.layer, done.stored))
             elif reused or step.id in self.present:
                 out.append(step.outcome())
         return out

@@ -22,7 +22,7 @@ from pst_core.color.normalize import ColorTransform, normalize_pair, resolve, re
 from pst_core.color.spaces import srgb_to_lab
 from pst_core.config.schema import (STAGE_VERSIONS, BackpropParams, ClusterLayerParams, ColorNormalizeParams,
                                     FeaturesParams, FuseParams, LoadParams, StyleTransferParams, UnnormalizeParams)
-from pst_core.errors import InputError
+from pst_core.errors import InputError, describe_error
 from pst_core.features import load_vgg, reflected_features, strict_cuda_numerics, weights_id
 from pst_core.load import pixel_digest, read_image, resize, working_shape
 from pst_core.pipeline.plan import (KeySpec, MappingNet, StageOutcome, Step, backprop_clusters_spec, cluster_layer_spec,
@@ -67,7 +67,7 @@ def _execute(store: ArtifactStore, spec: KeySpec, compute: Callable[[], tuple[di
         "stage_version": STAGE_VERSIONS[spec.stage], "pst_version": __version__, **extra,
     }
     store.write(spec.stage, key, arrays, attrs)
-    return StageOutcome(spec.stage, side, key, "computed", seconds, layer)
+    return StageOutcome(spec.stage, side, key, "computed", seconds, layer, time.perf_counter() - start - seconds)
 
 
 def _tensor(array: np.ndarray, device: str = "cpu") -> torch.Tensor:
@@ -349,3 +349,19 @@ def run_step(store: ArtifactStore, step: Step, device: str = "cpu",
 def run_steps(store: ArtifactStore, steps: list[Step], device: str = "cpu") -> list[StageOutcome]:
     """Run planned steps one after the other (each reads entries the ones before it wrote)."""
     return [run_step(store, step, device) for step in steps]
+
+
+def run_rows(store: ArtifactStore, rows: list[tuple[int, list[Step]]], device: str = "cpu"
+             ) -> dict[int, tuple[list[StageOutcome], str | None]]:
+    """Several dataset rows' steps, row after row: by row, the outcomes of the steps that ran and the
+    one-line reason it stopped (None when every step ran). A row that fails stops only itself."""
+    done: dict[int, tuple[list[StageOutcome], str | None]] = {}
+    for row, steps in rows:
+        outcomes: list[StageOutcome] = []
+        try:
+            for step in steps:
+                outcomes.append(run_step(store, step, device))
+            done[row] = (outcomes, None)
+        except Exception as exc:  # recorded as the row's failure; the other rows go on
+            done[row] = (outcomes, describe_error(exc))
+    return done
