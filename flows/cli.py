@@ -20,6 +20,9 @@ DEMO_SETTINGS = ["load.size=256", "fuse_segmentation.k=2", "style_transfer.itera
                  "style_transfer.scale_iterations=40", "style_transfer.snapshot_every=20"]
 
 
+DATASET_BATCH = 8  # tiny rows whose pair stages share a task run; each worker has 4 such batches in flight
+
+
 def _quiet_prefect(verbose: bool) -> None:
     """Must run before prefect is imported: it reads its settings at import."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -263,7 +266,8 @@ def cmd_dataset(args) -> int:
     runner = make_task_runner(args.task_runner, args.concurrency, args.dask_address)
     result = dataset.with_options(task_runner=runner)(
         manifest=args.manifest, out_dir=args.out_dir, content_dir=args.content_dir, styles=args.style,
-        config=config, store=args.store, progress_bar=not args.json, window=max(16, 4 * args.concurrency))
+        config=config, store=args.store, progress_bar=not args.json,
+        window=max(16, 4 * args.concurrency * DATASET_BATCH), batch=DATASET_BATCH)
     if args.json:
         print(json.dumps({k: result[k] for k in ("run_id", "results", "ok", "failed", "failed_rows")}, default=str))
     else:

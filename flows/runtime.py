@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from prefect import allow_failure
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.variables import Variable
@@ -69,6 +70,19 @@ class TaskRuns:
             return None
         future = t.stage_list.submit(self.store, todo, label, device, wait_for=self._upstream(todo))
         self._add(todo, future)
+        return future
+
+    def rows_together(self, rows: list[tuple[int, list[Step]]], label: str, device: str) -> PrefectFuture | None:
+        """One task run for several dataset rows' steps (``tasks.stages.stage_rows``), after the task runs
+        computing what they read, even where those failed: each row then fails on its own. None when
+        no row has a step that no other task run computes."""
+        rows = [(row, todo) for row, steps in rows if (todo := [s for s in steps if s.id not in self.computing])]
+        if not rows:
+            return None
+        steps = [step for _, todo in rows for step in todo]
+        after = [allow_failure(future) for future in self._upstream(steps)]
+        future = t.stage_rows.submit(self.store, rows, label, device, wait_for=after)
+        self._add(steps, future)
         return future
 
     def done(self, future: PrefectFuture) -> None:

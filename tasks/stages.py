@@ -1,5 +1,5 @@
-"""Thin Prefect tasks: one per pipeline stage, one for a row's list of stages (dataset runs), and one
-that stands for the stages a run reused. The maths and the store live in ``pst_core``.
+"""Thin Prefect tasks: one per pipeline stage; for dataset runs, one for an image's list of stages and
+one for several rows' pair stages; and one that stands for the stages a run reused. The maths and the store live in ``pst_core``.
 
 Tasks take planned steps (``pst_core.pipeline.plan.Step``: a stage's key, its inputs' keys, its parameters) and
 return ``StageOutcome``s, never arrays, so they run unchanged on threads, processes or Dask workers.
@@ -60,6 +60,17 @@ TASKS = {stage: _stage_task(stage) for stage in STAGE_MODELS}
 def stage_list(store: str, steps: list[Step], label: str, device: str = "cpu"):
     """Several steps in one task run, in order (a dataset row's, or one image's shared by many rows)."""
     return _finish(stages.run_steps(ArtifactStore(store), steps, device))
+
+
+@stage_task(name="stage_rows", task_run_name=lambda parameters: parameters["label"])
+def stage_rows(store: str, rows: list[tuple[int, list[Step]]], label: str, device: str = "cpu"):
+    """Several dataset rows' steps in one task run, row after row; a row that fails stops only itself
+    (its reason is in the result, by row, and counted in the state's message)."""
+    done = stages.run_rows(ArtifactStore(store), rows, device)
+    failed = sum(error is not None for _, error in done.values())
+    outcomes = [o for ran, _ in done.values() for o in ran]
+    name = "Cached" if outcomes and all(o.cached for o in outcomes) and not failed else "Completed"
+    return Completed(name=name, data=done, message=f"{len(rows) - failed} rows done, {failed} failed")
 
 
 @stage_task(name="reused", task_run_name=lambda parameters: f"reused-{len(parameters['steps'])}-stages")

@@ -191,7 +191,7 @@ def test_dask_address_runs_on_an_existing_scheduler(first, manifest, dask_schedu
 
     with Client(dask_scheduler, timeout=30) as client:  # the stages ran there, as Dask tasks
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
-    assert ran == ["stage_list"]  # a dataset runs each image's stages, and each row's, as one task
+    assert ran == ["stage_list", "stage_rows"]  # each image's stages as one task; tiny rows' pair stages as one
     table = pd.read_parquet(tmp_path / "out" / "results.parquet")
     for output in table.output:
         mine = np.asarray(Image.open(output))
