@@ -4,9 +4,9 @@ Rows are planned one at a time, as ``pst run`` plans a pair (``pst_core.pipeline
 looked up in the store). A row whose entries are all in the store finishes at once, with no task
 run. Otherwise what it lacks runs as task runs of whole lists of stages: one per image side that no
 row in flight is already computing (so a style shared by many rows is segmented once), then one for
-the row's pair stages. Whole lists rather than one task run per stage: at thousands of pairs, a task
-run per stage costs more bookkeeping than the stages' compute, and floods a temporary Prefect
-server's event queue (it drops task run events). At most ``window`` rows are in flight; as each one
+the row's pair stages, shared by up to ``batch`` rows whose transfers are tiny. Whole lists rather
+than one task run per stage: at thousands of pairs, a task run per stage costs more bookkeeping than
+the stages' compute, and floods a temporary Prefect server's event queue (it drops task run events). At most ``window`` rows are in flight; as each one
 finishes, its output is written and its result appended to ``results.csv`` and the run's record in
 the store. Memory therefore stays flat in the number of rows, and a killed run keeps every row it
 finished: rerunning it finds their entries in the store and computes only what is missing.
@@ -149,6 +149,8 @@ def finish_row(run: RowRun, store: ArtifactStore) -> dict:
         pair_ran, pair_error = _batch_result(run)
         ran.update(pair_ran)
         error = describe_error(side_error) if side_error is not None else pair_error
+        if error is None and not store.has(run.plan.final.stage, run.plan.final.key):
+            error = "a row computing the same stages failed"  # a duplicate row's batch, which completes anyway
         outcomes = run.plan.outcomes(ran, reused=error is None)
         result["computed"] = sum(not o.cached for o in outcomes)
         result["cached"] = sum(o.cached for o in outcomes)
