@@ -79,7 +79,7 @@ def test_killed_write_leaves_no_complete_entry(tmp_path):
         calls = []
         def dying(self, files):
             calls.append(files)
-            if len(calls) == 2:   # the arrays' files are on disk, the group's zarr.json (the marker) is next
+            if len(calls) == 2:   # after the first array is on disk, before the group's zarr.json (the marker)
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(self, files)
         ArtifactStore._put_files = dying

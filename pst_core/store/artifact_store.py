@@ -94,10 +94,11 @@ _ZSTD = Zstd(level=0)  # zarr's default codec chain: bytes (little endian), then
 _FILL = {"b": False, "i": 0, "u": 0, "f": 0.0}  # fill value by numpy dtype kind
 
 
-def _array_files(name: str, out: ArrayOut) -> dict[str, bytes]:
+def _array_files(name: str, out: ArrayOut) -> Iterator[tuple[str, bytes]]:
     """One array's files, as zarr v3 writes them with its defaults: ``zarr.json`` (shape, data type,
-    regular chunks along the first axis, codecs, dimension names) and every chunk, edge chunks padded
-    to the full chunk shape. Read back by zarr like any other."""
+    regular chunks along the first axis, codecs, dimension names), then each chunk (encoded as it is
+    asked for, so a big array's chunks are not all held at once), edge chunks padded to the full
+    chunk shape. Read back by zarr like any other."""
     data = np.asarray(out.data, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
     if data.ndim != len(out.dims):
         raise ValueError(f"array {name}: {data.ndim} dims but names {out.dims}")
@@ -113,18 +114,17 @@ def _array_files(name: str, out: ArrayOut) -> dict[str, bytes]:
             "codecs": [bytes_codec, {"name": "zstd", "configuration": {"level": 0, "checksum": False}}],
             "attributes": {}, "dimension_names": list(out.dims), "zarr_format": 3, "node_type": "array",
             "storage_transformers": []}
-    files = {f"{name}/zarr.json": json.dumps(meta, indent=2).encode()}
+    yield f"{name}/zarr.json", json.dumps(meta, indent=2).encode()
     if data.ndim == 0:
-        files[f"{name}/c"] = _ZSTD.encode(data.tobytes())
-        return files
+        yield f"{name}/c", _ZSTD.encode(data.tobytes())
+        return
     rest = "/0" * (data.ndim - 1)
     for index, start in enumerate(range(0, data.shape[0], chunks[0])):
         chunk = data[start: start + chunks[0]]
         if chunk.shape != chunks:  # an edge chunk: stored at the full chunk shape
             chunk = np.concatenate([chunk, np.full((chunks[0] - chunk.shape[0], *chunks[1:]),
                                                    _FILL[data.dtype.kind], data.dtype)])
-        files[f"{name}/c/{index}{rest}"] = _ZSTD.encode(np.ascontiguousarray(chunk).tobytes())
-    return files
+        yield f"{name}/c/{index}{rest}", _ZSTD.encode(np.ascontiguousarray(chunk).tobytes())
 
 
 class ArtifactStore:
@@ -210,24 +210,26 @@ class ArtifactStore:
         complete) last. Arrays are encoded here (``_array_files``): zarr itself takes ~3-5 ms per array
         even for a loss history of a few numbers, which at thousands of tiny dataset rows outweighed the
         stages' compute; the group's metadata and attributes are zarr's own."""
-        files: dict[str, bytes] = {}
         digests = {}
-        for name, out in arrays.items():
-            files.update(_array_files(name, out))
+        for name, out in arrays.items():  # one array at a time (one batched request on object stores)
+            self._put_files((f"{path}/{file}", data) for file, data in _array_files(name, out))
             digests[name] = array_digest(np.asarray(out.data))
         group_files: dict[str, Any] = {}
         marker = {MARKER: {"key": key, "written": time.time(), "arrays": digests}}
         zarr.open_group(store=MemoryStore(group_files), mode="w", attributes={**attrs, **marker})
-        self._put_files({f"{path}/{name}": data for name, data in files.items()})
-        self._put_files({f"{path}/zarr.json": group_files["zarr.json"].to_bytes()})
+        self._put_files([(f"{path}/zarr.json", group_files["zarr.json"].to_bytes())])
 
-    def _put_files(self, files: dict[str, bytes]) -> None:
+    def _put_files(self, files: Iterable[tuple[str, bytes]]) -> None:
         """An entry's files (on a local disk, under its temporary folder: the rename publishes them)."""
         if not self.local:
-            self.fs.pipe(files)  # one batched request on object stores
+            self.fs.pipe(dict(files))
             return
-        for name, data in files.items():
-            os.makedirs(os.path.dirname(name), exist_ok=True)
+        made: set[str] = set()
+        for name, data in files:
+            folder = os.path.dirname(name)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
             with open(name, "wb") as handle:
                 handle.write(data)
 
