@@ -108,7 +108,8 @@ def scale_worker(manifest: str, store: str, out: str) -> None:
     stages = [s for row in ArtifactStore(store).run_rows(result["run_id"]) for s in row["stages"]]
     compute = sum(s["seconds"] for s in stages if s["status"] == "computed")
     stored = sum(s.get("stored", 0.0) for s in stages if s["status"] == "computed")
-    print(json.dumps({"wall": wall, "compute": compute, "stored": stored, "ok": result["ok"], "failed": result["failed"],
+    print(json.dumps({"wall": wall, "compute": compute, "stored": stored, "ok": result["ok"],
+                      "failed": result["failed"],
                       "computed": sum(s["status"] == "computed" for s in stages),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

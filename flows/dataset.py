@@ -6,10 +6,11 @@ run. Otherwise what it lacks runs as task runs of whole lists of stages: one per
 row in flight is already computing (so a style shared by many rows is segmented once), then one for
 the row's pair stages, shared by up to ``batch`` rows whose transfers are tiny. Whole lists rather
 than one task run per stage: at thousands of pairs, a task run per stage costs more bookkeeping than
-the stages' compute, and floods a temporary Prefect server's event queue (it drops task run events). At most ``window`` rows are in flight; as each one
-finishes, its output is written and its result appended to ``results.csv`` and the run's record in
-the store. Memory therefore stays flat in the number of rows, and a killed run keeps every row it
-finished: rerunning it finds their entries in the store and computes only what is missing.
+the stages' compute, and floods a temporary Prefect server's event queue (it drops task run events).
+At most ``window`` rows are in flight; as each one finishes, its output is written and its result
+appended to ``results.csv`` and the run's record in the store. Memory therefore stays flat in the
+number of rows, and a killed run keeps every row it finished: rerunning it finds their entries in
+the store and computes only what is missing.
 A bad row never stops the run: it is recorded as failed with its one-line reason.
 """
 

@@ -188,7 +188,7 @@ def _random_state(seed: int) -> dict:
     """torchvision's own init of vgg19, drawn from ``seed``: its ``features`` weights. Drawing them takes
     1.5-3 s here, most of it for the classifier's 120M weights that nothing uses (and ~0.5 GB of
     memory), so the features' share is kept in the torch hub cache (``random_weights_file``) and read
-    back in ~0.3 s by later processes. Per torch version: that is what defines the draw."""
+    back in ~0.06 s by later processes. Per torch version: that is what defines the draw."""
     path = random_weights_file(seed)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,5 +1,6 @@
 """Thin Prefect tasks: one per pipeline stage; for dataset runs, one for an image's list of stages and
-one for several rows' pair stages; and one that stands for the stages a run reused. The maths and the store live in ``pst_core``.
+one for several rows' pair stages; and one that stands for the stages a run reused. The maths and
+the store live in ``pst_core``.
 
 Tasks take planned steps (``pst_core.pipeline.plan.Step``: a stage's key, its inputs' keys, its parameters) and
 return ``StageOutcome``s, never arrays, so they run unchanged on threads, processes or Dask workers.

@@ -18,7 +18,7 @@ reads (features to fuse_segmentation); colour normalisation and the transfer car
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -330,7 +330,7 @@ class Plan:
         for step in self.steps:
             if step.id in ran:
                 done = ran[step.id]
-                out.append(StageOutcome(step.stage, step.side, step.key, done.status, done.seconds, step.layer, done.stored))
+                out.append(replace(done, side=step.side, layer=step.layer))
             elif reused or step.id in self.present:
                 out.append(step.outcome())
         return out
