@@ -65,3 +65,54 @@ def test_a_fully_cached_run_starts_no_prefect_server(images, tmp_path):
 
     record = ArtifactStore(store).run(result["run_id"])
     assert record["status"] == "ok" and [s["key"] for s in record["stages"]] == [s["key"] for s in result["stages"]]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited; its parent just has not reaped it
+        return stat.read().split(") ")[-1][0] != "Z"
+
+
+def test_a_server_prepared_but_never_served_touches_nothing_and_ends_with_its_command(tmp_path):
+    """The command is killed while its temporary server is still importing or waiting: the server
+    process sees its input end and exits, having opened no database."""
+    import time
+
+    script = ("import os, signal, time; from flows.server import TemporaryServer; server = TemporaryServer(); "
+              "server.prepare(); print(server.process.pid, flush=True); time.sleep(5); "
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path / "home"), capture_output=True,
+                          text=True, timeout=120)
+    server_pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server_pid)
+    assert not (tmp_path / "home" / "prefect.db").exists()
+
+
+def test_a_served_temporary_server_is_the_api_until_it_stops(tmp_path):
+    """In a process of its own: this session's harness is a configured server, which would be used."""
+    script = """
+import httpx
+from prefect.settings import PREFECT_API_URL
+from flows.server import temporary_server
+
+with temporary_server() as server:
+    server.serve()
+    process, url = server.process, server.api_url
+    assert PREFECT_API_URL.value() == url, PREFECT_API_URL.value()
+    assert httpx.get(f"{url}/health").status_code == 200
+assert process.poll() is not None and not PREFECT_API_URL.value()
+try:
+    httpx.get(f"{url}/health")
+    print("still answering")
+except httpx.TransportError:
+    print("stopped")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path / "home"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split() == ["stopped"], proc.stderr[-3000:]
