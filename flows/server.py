@@ -98,8 +98,11 @@ class TemporaryServer:
 
     def _tell_serve(self) -> None:
         self.serving = True
-        self.process.stdin.write(b"serve\n")
-        self.process.stdin.close()
+        try:
+            self.process.stdin.write(b"serve\n")
+            self.process.stdin.close()
+        except BrokenPipeError:  # it has exited already (an import failed): _wait_ready says with what code
+            pass
 
     def _wait_ready(self, timeout: float) -> None:
         import httpx
