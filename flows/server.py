@@ -110,11 +110,12 @@ class TemporaryServer:
         deadline = time.monotonic() + timeout
         with httpx.Client() as client:
             while time.monotonic() < deadline:
-                if self.process.poll() == 3:  # the port was taken meanwhile
+                exited = self.process.poll()
+                if exited == 3:  # the port was taken meanwhile
                     self.prepare()
                     self._tell_serve()
-                elif self.process.poll() is not None:
-                    raise RuntimeError(f"Prefect's temporary server exited with code {self.process.returncode}")
+                elif exited is not None:
+                    raise RuntimeError(f"Prefect's temporary server exited with code {exited}")
                 try:
                     if client.get(f"{self.api_url}/health").status_code == 200:
                         return
