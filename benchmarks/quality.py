@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/quality.py                          # 256 and 512 px, every case
     PYTHONPATH=. python benchmarks/quality.py --sizes 256 --cases disk-stripes-dots --json q.json
     PYTHONPATH=. python benchmarks/quality.py --set style_transfer.iterations=300 --label before
+    PYTHONPATH=. python benchmarks/quality.py --sizes 2048 --cases disk-stripes-dots --no-k1 --scale-times
 
 Every case is a content image with known regions (label masks, so only the transfer is judged) and
 a style image of two textures, run twice with the same settings: partitioned (each content region
@@ -24,6 +25,9 @@ pipeline's own code (colour normalisation, transfer, exact inverse) minus the st
   the mapped one (above 1: each region is closer to its own style region);
 - seconds, and time to quality: the wall time until a snapshot first meets the structure and noise
   targets (snapshots every --snapshot-every iterations), or '-' if none does.
+- scales (in the JSON; printed with --scale-times): per scale, its size, whether it ran in tiles,
+  the L-BFGS history, iterations and seconds (a scale's first iteration includes building its
+  objective), so the cost of another schedule can be read off one run.
 
 Photos come from ../shared/data/seg_dev (research use only; never copied into the repository),
 with their foreground masks as the content regions; they are at most 256 px, so 512 px upsamples.
@@ -150,13 +154,39 @@ def stylise(case: Case, config, partitioned: bool, snapshot_every: int):
     content, style, transform = normalize_pair(case.content, case.style, method, direction, **extra)
     vgg = load_vgg(config.features.weights, config.features.seed)
     snapshots = []
+    scales = ScaleTimes()
     start = time.perf_counter()
-    result = transfer(content, style, cm, sm, vgg, params,
+    result = transfer(content, style, cm, sm, vgg, params, progress=scales.record,
                       snapshot=lambda it, img: snapshots.append((it, time.perf_counter() - start, img.copy())))
     seconds = time.perf_counter() - start
     final = restore_palette(result.image, transform, config.unnormalize.palette)
     timeline = [(it, t, restore_palette(img, transform, config.unnormalize.palette)) for it, t, img in snapshots]
-    return final, result.image, style, seconds, timeline
+    return final, result.image, style, seconds, timeline, scales.rows()
+
+
+class ScaleTimes:
+    """Seconds per iteration at each scale of a transfer, and how the scale ran (tiles, history):
+    what a schedule with other iteration counts per scale would cost, from one run."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.scales: dict[int, dict] = {}
+
+    def record(self, progress) -> None:
+        now = time.perf_counter()
+        row = self.scales.setdefault(progress.scale, {
+            "size": list(progress.size), "tile": progress.tile, "history": progress.history,
+            "iterations": 0, "seconds": 0.0})
+        # The first iteration of a scale also pays for building its objective (targets, content
+        # features): counted with it, as a run pays it.
+        row["iterations"] += 1
+        row["seconds"] += now - self.last
+        self.last = now
+
+    def rows(self) -> list[dict]:
+        return [{**row, "seconds": round(row["seconds"], 2),
+                 "seconds_per_iteration": round(row["seconds"] / row["iterations"], 3)}
+                for _, row in sorted(self.scales.items())]
 
 
 def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised: np.ndarray,
@@ -210,6 +240,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--images", help="folder for content|style|K=1|partitioned strips")
     parser.add_argument("--no-k1", action="store_true", help="partitioned runs only (for tuning; no K=1 figures)")
+    parser.add_argument("--scale-times", action="store_true", help="print seconds per iteration at each scale")
     args = parser.parse_args(argv)
     config = build_config(sets=[f"features.weights={args.weights}", *args.set])
     independent = load_vgg("random", 1)
@@ -225,8 +256,10 @@ def main(argv=None) -> int:
             outputs = {}
             runs = (("part", True),) if args.no_k1 else (("K=1", False), ("part", True))
             for run, partitioned in runs:
-                final, styled, style_n, seconds, timeline = stylise(case, config, partitioned, args.snapshot_every)
+                final, styled, style_n, seconds, timeline, scales = stylise(case, config, partitioned,
+                                                                             args.snapshot_every)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
+                       "scales": scales,
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
                        "time_to_quality": None, "iterations_to_quality": None}
                 reached = time_to_quality(case, timeline)
@@ -241,6 +274,12 @@ def main(argv=None) -> int:
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
                       f"{ttq:>9s} {' '.join(f'{v:5.2f}' for v in row['structure_ceiling'].values()):>12s}",
                       flush=True)
+                if args.scale_times:
+                    for s in scales:
+                        tiled = f"{s['tile']} px tiles" if s["tile"] else "whole"
+                        print(f"{'':24s} {'':4s} {'':5s}   {s['size'][1]}x{s['size'][0]} ({tiled}, history "
+                              f"{s['history']}): {s['iterations']} iterations, {s['seconds']:.1f} s, "
+                              f"{s['seconds_per_iteration']:.2f} s each")
             if images:
                 save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
             if args.no_k1:
