@@ -258,6 +258,13 @@ def main(argv=None) -> int:
             for run, partitioned in runs:
                 final, styled, style_n, seconds, timeline, scales = stylise(case, config, partitioned,
                                                                              args.snapshot_every)
+                if args.scale_times:  # before the scoring, which takes minutes at large sizes
+                    print(f"{case.name} {size} px {run}: transfer {seconds:.1f} s", flush=True)
+                    for s in scales:
+                        tiled = f"{s['tile']} px tiles" if s["tile"] else "whole"
+                        print(f"  {s['size'][1]}x{s['size'][0]} ({tiled}, history {s['history']}): "
+                              f"{s['iterations']} iterations, {s['seconds']:.1f} s, "
+                              f"{s['seconds_per_iteration']:.2f} s each", flush=True)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
                        "scales": scales,
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
@@ -274,12 +281,6 @@ def main(argv=None) -> int:
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
                       f"{ttq:>9s} {' '.join(f'{v:5.2f}' for v in row['structure_ceiling'].values()):>12s}",
                       flush=True)
-                if args.scale_times:
-                    for s in scales:
-                        tiled = f"{s['tile']} px tiles" if s["tile"] else "whole"
-                        print(f"{'':24s} {'':4s} {'':5s}   {s['size'][1]}x{s['size'][0]} ({tiled}, history "
-                              f"{s['history']}): {s['iterations']} iterations, {s['seconds']:.1f} s, "
-                              f"{s['seconds_per_iteration']:.2f} s each")
             if images:
                 save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
             if args.no_k1:
