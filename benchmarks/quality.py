@@ -189,6 +189,15 @@ class ScaleTimes:
                 for _, row in sorted(self.scales.items())]
 
 
+
+def print_scales(name: str, seconds: float, scales: list[dict]) -> None:
+    print(f"{name}: transfer {seconds:.1f} s", flush=True)
+    for s in scales:
+        tiled = f"{s['tile']} px tiles" if s["tile"] else "whole"
+        print(f"  {s['size'][1]}x{s['size'][0]} ({tiled}, history {s['history']}): {s['iterations']} iterations, "
+              f"{s['seconds']:.1f} s, {s['seconds_per_iteration']:.2f} s each", flush=True)
+
+
 def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised: np.ndarray,
             palette: str, independent) -> dict:
     structure = quality.structure_scores(final, case.content_masks, case.style, case.style_masks, case.mapping)
@@ -259,12 +268,7 @@ def main(argv=None) -> int:
                 final, styled, style_n, seconds, timeline, scales = stylise(case, config, partitioned,
                                                                              args.snapshot_every)
                 if args.scale_times:  # before the scoring, which takes minutes at large sizes
-                    print(f"{case.name} {size} px {run}: transfer {seconds:.1f} s", flush=True)
-                    for s in scales:
-                        tiled = f"{s['tile']} px tiles" if s["tile"] else "whole"
-                        print(f"  {s['size'][1]}x{s['size'][0]} ({tiled}, history {s['history']}): "
-                              f"{s['iterations']} iterations, {s['seconds']:.1f} s, "
-                              f"{s['seconds_per_iteration']:.2f} s each", flush=True)
+                    print_scales(f"{case.name} {size} px {run}", seconds, scales)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
                        "scales": scales,
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
