@@ -254,6 +254,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     up). progress(TransferProgress) called each iteration; snapshot(iteration, image) every params.snapshot_every iterations
     of the final scale (so every snapshot has the output's size)."""
     _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
+    memory.release_freed_memory()  # what the earlier stages freed, before the largest allocations come
     if hasattr(vgg, "with_pooling"):
         vgg = vgg.with_pooling(params.pooling)
 
@@ -340,6 +341,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
                     snapshot(iteration, image)
         x = average.get(compose()) if average else compose()
         del objective, optimizer  # before the next scale's are built
+        memory.release_freed_memory()
 
     image = torch.clamp(x, low, high)[0].cpu().numpy().astype(np.float32)
     if not np.isfinite(image).all():
