@@ -28,6 +28,8 @@ pipeline's own code (colour normalisation, transfer, exact inverse) minus the st
 - scales (in the JSON; printed with --scale-times): per scale, its size, whether it ran in tiles,
   the L-BFGS history, iterations and seconds (a scale's first iteration includes building its
   objective), so the cost of another schedule can be read off one run.
+- trajectory (in the JSON; printed with --trajectory): structure and noise at every snapshot of the
+  final scale, so what each of its iterations buys can be read off one run too.
 
 Photos come from ../shared/data/seg_dev (research use only; never copied into the repository),
 with their foreground masks as the content regions; they are at most 256 px, so 512 px upsamples.
@@ -232,6 +234,18 @@ def time_to_quality(case: Case, timeline) -> tuple[int, float] | None:
     return None
 
 
+def trajectory(case: Case, timeline) -> list[dict]:
+    """Structure and noise of every snapshot at the final scale: what each iteration there buys."""
+    out = []
+    for iteration, seconds, image in timeline:
+        if image.shape == case.content.shape:
+            scores = quality.structure_scores(image, case.content_masks, case.style, case.style_masks, case.mapping)
+            out.append({"iteration": iteration, "seconds": round(seconds, 1),
+                        "structure": {str(r): round(v, 3) for r, v in scores.items()},
+                        "noise": round(quality.noise_ratio(image, case.content, case.style), 3)})
+    return out
+
+
 def save_strip(path: Path, case: Case, partitioned: np.ndarray, plain: np.ndarray) -> None:
     style = resize(case.style, case.content.shape[1:]) if case.style.shape != case.content.shape else case.style
     strip = np.concatenate([case.content, style, plain, partitioned], axis=2)
@@ -250,6 +264,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", help="folder for content|style|K=1|partitioned strips")
     parser.add_argument("--no-k1", action="store_true", help="partitioned runs only (for tuning; no K=1 figures)")
     parser.add_argument("--scale-times", action="store_true", help="print seconds per iteration at each scale")
+    parser.add_argument("--trajectory", action="store_true",
+                        help="print structure and noise at every snapshot of the final scale")
     args = parser.parse_args(argv)
     config = build_config(sets=[f"features.weights={args.weights}", *args.set])
     independent = load_vgg("random", 1)
@@ -273,6 +289,12 @@ def main(argv=None) -> int:
                        "scales": scales,
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
                        "time_to_quality": None, "iterations_to_quality": None}
+                if args.trajectory:
+                    row["trajectory"] = trajectory(case, timeline)
+                    for point in row["trajectory"]:
+                        shown = " ".join(f"{v:5.2f}" for v in point["structure"].values())
+                        print(f"  {case.name} {size} px {run} at iteration {point['iteration']} "
+                              f"({point['seconds']:.0f} s): structure {shown}, noise {point['noise']:.2f}")
                 reached = time_to_quality(case, timeline)
                 if reached:
                     row["iterations_to_quality"], row["time_to_quality"] = reached[0], round(reached[1], 1)

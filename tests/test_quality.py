@@ -105,3 +105,17 @@ def test_independent_network_distances_favour_the_mapped_region():
     d = quality.region_style_distances(load_vgg("random", 1), output, masks, style, style_masks,
                                        ["relu2_1", "relu3_1"])
     assert d[0, 0] < d[0, 1] and d[1, 1] < d[1, 0]
+
+
+def test_region_interiors_are_square_erosions():
+    # Brute force: a pixel is kept when every pixel of the square around it is in the region (and in
+    # the image). A ragged region with holes, so every kind of border is there.
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:41, :53]
+    hard = (rng.random((41, 53)) > 0.15) | ((yy - 20) ** 2 + (xx - 30) ** 2 < 150)
+    for r in (1, 3, 8):
+        padded = np.pad(hard, r)
+        expected = np.array([[padded[y:y + 2 * r + 1, x:x + 2 * r + 1].all() for x in range(53)]
+                             for y in range(41)])
+        assert np.array_equal(quality._erode(hard, r) == 1, expected)
+    assert quality._erode(hard, 3).sum() > 0 and not quality._erode(hard, 30).any()

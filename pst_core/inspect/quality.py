@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pst_core.color.spaces import luminance, srgb_to_lab
 
@@ -95,18 +94,26 @@ def gabor_energy(image: np.ndarray, frequencies: np.ndarray | None = None) -> Sp
 def _interior(mask: np.ndarray, radius: float) -> np.ndarray:
     """The part of a (soft) mask at least ``radius`` pixels inside it; shrunk less where the region is
     too small to have any such part."""
-    hard = torch.as_tensor(np.asarray(mask) > 0.5, dtype=torch.float32)[None, None]
+    hard = np.asarray(mask) > 0.5
     r = int(round(radius))
     while r > 0:
-        # Outside the image counts as outside the region: the mirrored padding is not the texture.
-        # A square erosion as a row pass then a column pass: the same result, with 2(2r+1)
-        # comparisons per pixel, not (2r+1)^2.
-        padded = -F.pad(hard, (r, r, r, r))
-        inner = -F.max_pool2d(F.max_pool2d(padded, (1, 2 * r + 1), stride=1), (2 * r + 1, 1), stride=1)
+        inner = _erode(hard, r)
         if inner.sum() >= max(16.0, 0.1 * float(hard.sum())):
-            return inner[0, 0].numpy()
+            return inner
         r //= 2
-    return hard[0, 0].numpy() if hard.sum() > 0 else np.asarray(mask, np.float32)
+    return hard.astype(np.float32) if hard.any() else np.asarray(mask, np.float32)
+
+
+def _erode(hard: np.ndarray, r: int) -> np.ndarray:
+    """1 where the whole (2r+1)^2 square around a pixel lies in the region, else 0; outside the image
+    counts as outside (the mirrored padding is not the texture). A box sum from the summed-area table:
+    the same as a square erosion, in constant time per pixel (at 2048 px the outermost filters'
+    squares are about 1,300 px wide)."""
+    k = 2 * r + 1
+    table = np.zeros((hard.shape[0] + 2 * r + 1, hard.shape[1] + 2 * r + 1), np.int64)
+    table[1:, 1:] = np.pad(hard, r).cumsum(0).cumsum(1)
+    box = table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]
+    return (box == k * k).astype(np.float32)
 
 
 def whiten(spectrum: np.ndarray, frequencies: np.ndarray, orientations: int = _ORIENTATIONS) -> np.ndarray:
