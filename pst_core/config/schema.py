@@ -190,7 +190,8 @@ class RegionSettings(StageParams):
 
 class StyleTransferParams(StageParams):
     version = 4  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling;
-    # 4: the memory plan counts the pipeline's process (base 1.4 GiB) and trims the heap between scales
+    # 4: the memory plan counts the pipeline's process (base 1.4 GiB) and trims the heap between scales;
+    # fine_iterations 25 -> 5
     sided = False
     iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.style.losses), so these need no retuning across sizes;
@@ -234,10 +235,14 @@ class StyleTransferParams(StageParams):
     # 256 and 25 (were 1024 and 50): at 512 px blobs-orientation's structure stays 0.84 / 0.82 while its
     # noise falls from 1.56x (150 final iterations) to 1.47x (25), and the run from 522 s to 149 s
     # (benchmarks/quality.py --sizes 512); the final scale sharpens what the coarser ones drew.
+    # 5 (was 25): at 512 px every synthetic case's structure is reached by the 5th iteration there,
+    # and later ones only add grain (blobs-orientation: noise 0.53x at 5, 1.47x at 25; horse001's
+    # structure falls from 0.50 to 0.45); at 4096 px each iteration costs minutes
+    # (benchmarks/quality.py --trajectory).
     fine_size: int = Field(256, ge=0, le=65536, description="Scales whose longer side exceeds this run at most "
                                                              "fine_iterations iterations: structure forms at the "
                                                              "coarser scales, these add detail (0: no limit)")
-    fine_iterations: int = Field(25, ge=0, le=100_000, description="Iterations at each scale above fine_size")
+    fine_iterations: int = Field(5, ge=0, le=100_000, description="Iterations at each scale above fine_size")
     memory_budget: float = Field(12.0, ge=0.5, le=65536, description="Peak memory (GiB) the transfer may use: a "
                                                                       "scale that would not fit runs in tiles, with a "
                                                                       "shorter L-BFGS history if need be; a run that "
