@@ -191,7 +191,6 @@ class ScaleTimes:
                 for _, row in sorted(self.scales.items())]
 
 
-
 def print_scales(name: str, seconds: float, scales: list[dict]) -> None:
     print(f"{name}: transfer {seconds:.1f} s", flush=True)
     for s in scales:
@@ -222,28 +221,23 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
             "gram_other_over_own": round(float(gram), 3)}
 
 
-def time_to_quality(case: Case, timeline) -> tuple[int, float] | None:
-    """(Iteration, seconds) when a snapshot at the final scale first meets the structure and noise targets."""
-    for iteration, seconds, image in timeline:
-        if image.shape != case.content.shape:  # a coarser scale: not yet the picture asked for
-            continue
-        scores = quality.structure_scores(image, case.content_masks, case.style, case.style_masks, case.mapping)
-        if min(scores.values()) >= STRUCTURE_TARGET and quality.noise_ratio(image, case.content, case.style) \
-                <= NOISE_TARGET:
-            return iteration, seconds
-    return None
-
-
-def trajectory(case: Case, timeline) -> list[dict]:
-    """Structure and noise of every snapshot at the final scale: what each iteration there buys."""
-    out = []
+def scored_snapshots(case: Case, timeline):
+    """Structure and noise of each snapshot at the final scale, in order, scored as they are asked for
+    (coarser scales' snapshots are not yet the picture asked for)."""
     for iteration, seconds, image in timeline:
         if image.shape == case.content.shape:
-            scores = quality.structure_scores(image, case.content_masks, case.style, case.style_masks, case.mapping)
-            out.append({"iteration": iteration, "seconds": round(seconds, 1),
-                        "structure": {str(r): round(v, 3) for r, v in scores.items()},
-                        "noise": round(quality.noise_ratio(image, case.content, case.style), 3)})
-    return out
+            yield {"iteration": iteration, "seconds": seconds,
+                   "structure": quality.structure_scores(image, case.content_masks, case.style, case.style_masks,
+                                                         case.mapping),
+                   "noise": quality.noise_ratio(image, case.content, case.style)}
+
+
+def time_to_quality(points) -> tuple[int, float] | None:
+    """(Iteration, seconds) of the first scored snapshot that meets the structure and noise targets."""
+    for point in points:
+        if min(point["structure"].values()) >= STRUCTURE_TARGET and point["noise"] <= NOISE_TARGET:
+            return point["iteration"], point["seconds"]
+    return None
 
 
 def save_strip(path: Path, case: Case, partitioned: np.ndarray, plain: np.ndarray) -> None:
@@ -289,13 +283,18 @@ def main(argv=None) -> int:
                        "scales": scales,
                        **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
                        "time_to_quality": None, "iterations_to_quality": None}
+                # Without --trajectory, scoring stops at the first snapshot that meets the targets.
+                points = scored_snapshots(case, timeline)
                 if args.trajectory:
-                    row["trajectory"] = trajectory(case, timeline)
-                    for point in row["trajectory"]:
+                    points = list(points)
+                    row["trajectory"] = [{"iteration": p["iteration"], "seconds": round(p["seconds"], 1),
+                                          "structure": {str(r): round(v, 3) for r, v in p["structure"].items()},
+                                          "noise": round(p["noise"], 3)} for p in points]
+                    for point in points:
                         shown = " ".join(f"{v:5.2f}" for v in point["structure"].values())
                         print(f"  {case.name} {size} px {run} at iteration {point['iteration']} "
                               f"({point['seconds']:.0f} s): structure {shown}, noise {point['noise']:.2f}")
-                reached = time_to_quality(case, timeline)
+                reached = time_to_quality(points)
                 if reached:
                     row["iterations_to_quality"], row["time_to_quality"] = reached[0], round(reached[1], 1)
                 outputs[run] = final

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from benchmarks.style import _rss
 from flows.cli import main
 from pst_core.progress import TransferProgress, listening
 
@@ -23,8 +24,7 @@ GIB = 2 ** 30
 
 
 def resident() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) * 1024 / GIB
+    return _rss() / GIB
 
 
 def measure(argv: list[str]) -> int:
