@@ -199,9 +199,9 @@ def print_scales(name: str, seconds: float, scales: list[dict]) -> None:
               f"{s['seconds']:.1f} s, {s['seconds_per_iteration']:.2f} s each", flush=True)
 
 
-def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised: np.ndarray,
-            palette: str, independent) -> dict:
-    structure = quality.structure_scores(final, case.content_masks, case.style, case.style_masks, case.mapping)
+def measure(case: Case, reference: quality.StructureReference, final: np.ndarray, styled: np.ndarray,
+            style_normalised: np.ndarray, palette: str, independent) -> dict:
+    structure = reference.scores(final, case.content_masks, case.mapping)
     asked, other = [], []
     for r, s in case.mapping.items():
         to_content = quality.palette_distance(final, case.content_masks[r], case.content, case.content_masks[r])
@@ -212,7 +212,7 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
                                        case.style_masks, GRAM_LAYERS)
     gram = min(min(d[r, o] for o in range(d.shape[1]) if o != s) / max(d[r, s], 1e-12)
                for r, s in case.mapping.items())
-    ceiling = quality.structure_ceiling(case.content_masks, case.style, case.style_masks, case.mapping)
+    ceiling = quality.structure_ceiling(case.content_masks, case.style, case.style_masks, case.mapping, reference)
     return {"structure": {str(r): round(v, 3) for r, v in structure.items()},
             "structure_ceiling": {str(r): round(v, 3) for r, v in ceiling.items()},
             "structure_min": round(min(structure.values()), 3),
@@ -221,14 +221,13 @@ def measure(case: Case, final: np.ndarray, styled: np.ndarray, style_normalised:
             "gram_other_over_own": round(float(gram), 3)}
 
 
-def scored_snapshots(case: Case, timeline):
+def scored_snapshots(case: Case, reference: quality.StructureReference, timeline):
     """Structure and noise of each snapshot at the final scale, in order, scored as they are asked for
     (coarser scales' snapshots are not yet the picture asked for)."""
     for iteration, seconds, image in timeline:
         if image.shape == case.content.shape:
             yield {"iteration": iteration, "seconds": seconds,
-                   "structure": quality.structure_scores(image, case.content_masks, case.style, case.style_masks,
-                                                         case.mapping),
+                   "structure": reference.scores(image, case.content_masks, case.mapping),
                    "noise": quality.noise_ratio(image, case.content, case.style)}
 
 
@@ -273,6 +272,7 @@ def main(argv=None) -> int:
     for size in args.sizes:
         for case in cases(size, args.cases):
             outputs = {}
+            reference = quality.StructureReference(case.style, case.style_masks, case.content.shape[1:])
             runs = (("part", True),) if args.no_k1 else (("K=1", False), ("part", True))
             for run, partitioned in runs:
                 final, styled, style_n, seconds, timeline, scales = stylise(case, config, partitioned,
@@ -281,10 +281,10 @@ def main(argv=None) -> int:
                     print_scales(f"{case.name} {size} px {run}", seconds, scales)
                 row = {"label": args.label, "case": case.name, "size": size, "run": run, "seconds": round(seconds, 1),
                        "scales": scales,
-                       **measure(case, final, styled, style_n, config.unnormalize.palette, independent),
+                       **measure(case, reference, final, styled, style_n, config.unnormalize.palette, independent),
                        "time_to_quality": None, "iterations_to_quality": None}
                 # Without --trajectory, scoring stops at the first snapshot that meets the targets.
-                points = scored_snapshots(case, timeline)
+                points = scored_snapshots(case, reference, timeline)
                 if args.trajectory:
                     points = list(points)
                     row["trajectory"] = [{"iteration": p["iteration"], "seconds": round(p["seconds"], 1),

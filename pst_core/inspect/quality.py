@@ -27,7 +27,6 @@ optimiser found, noise included. These measures look at the pixels instead:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,50 +44,42 @@ def gabor_frequencies(shape: tuple[int, int]) -> np.ndarray:
     return NOISE_CUTOFF / 2 ** (np.arange(count)[::-1] / 2)
 
 
-@dataclass
-class Spectra:
-    """Gabor energy maps of one image: (F * O, H, W) for frequencies F x orientations O."""
-
-    energy: np.ndarray
-    frequencies: np.ndarray
-    orientations: np.ndarray
-
-    @property
-    def sigmas(self) -> np.ndarray:
-        """Spatial extent (pixels) of each bin's filter, for keeping away from region borders."""
-        return np.repeat(0.5 / (np.pi * 0.3 * self.frequencies), len(self.orientations))
-
-    def region(self, mask: np.ndarray) -> np.ndarray:
-        """Mean energy per bin over the region, each bin away from the border by its filter's extent."""
-        out = np.empty(len(self.energy))
-        for radius in np.unique(self.sigmas):
-            weight = _interior(mask, 1.5 * radius)
-            bins = self.sigmas == radius
-            out[bins] = (self.energy[bins] * weight).sum((1, 2)) / weight.sum()
-        return out
+def _gabor(fx: np.ndarray, fy: np.ndarray, frequency: float, theta: float) -> np.ndarray:
+    """An analytic Gabor filter in the Fourier domain: one octave radial bandwidth about ``frequency``
+    (cycles/pixel), 22.5 degree orientation bandwidth about ``theta``."""
+    along = fx * np.cos(theta) + fy * np.sin(theta)
+    across = -fx * np.sin(theta) + fy * np.cos(theta)
+    return np.exp(-((along - frequency) ** 2) / (2 * (0.3 * frequency) ** 2) - across ** 2 / (2 * (0.2 * frequency) ** 2))
 
 
-def gabor_energy(image: np.ndarray, frequencies: np.ndarray | None = None) -> Spectra:
-    """Energy of the luminance in each (frequency, orientation) band (analytic Gabor filters in the
-    Fourier domain, one octave radial bandwidth, 22.5 degree orientation steps)."""
+def border_distance(frequency: float) -> float:
+    """How far (pixels) inside a region a bin's energy is taken: 1.5 of its filter's spatial extent, so
+    the region's border (and the texture beyond it) does not leak into the region's spectrum."""
+    return 1.5 * 0.5 / (np.pi * 0.3 * frequency)
+
+
+def region_spectra(image: np.ndarray, masks, frequencies: np.ndarray) -> np.ndarray:
+    """(len(masks), F * O): each region's mean Gabor energy of the luminance per (frequency,
+    orientation) bin, each bin away from the region's border by ``border_distance``.
+
+    One filter's energy map at a time, in single precision: at 2048 px the whole bank's maps would be
+    2 GiB and the double-precision transforms twice as slow."""
     lum = luminance(image) if image.ndim == 3 else np.asarray(image, np.float64)
     h, w = lum.shape
     pad = min(h, w) // 4  # mirrored padding: no wrap-around edges from the FFT
-    padded = np.pad(lum - lum.mean(), pad, mode="reflect")
-    spectrum = np.fft.fft2(padded)
-    fy = np.fft.fftfreq(padded.shape[0])[:, None]
-    fx = np.fft.fftfreq(padded.shape[1])[None, :]
-    frequencies = gabor_frequencies((h, w)) if frequencies is None else frequencies
+    spectrum = np.fft.fft2(np.pad(lum - lum.mean(), pad, mode="reflect").astype(np.float32))
+    fy = np.fft.fftfreq(spectrum.shape[0]).astype(np.float32)[:, None]
+    fx = np.fft.fftfreq(spectrum.shape[1]).astype(np.float32)[None, :]
     orientations = np.arange(_ORIENTATIONS) * np.pi / _ORIENTATIONS
-    maps = []
-    for f in frequencies:
-        for theta in orientations:
-            along = fx * np.cos(theta) + fy * np.sin(theta)
-            across = -fx * np.sin(theta) + fy * np.cos(theta)
-            response = np.exp(-((along - f) ** 2) / (2 * (0.3 * f) ** 2) - across ** 2 / (2 * (0.2 * f) ** 2))
-            filtered = np.fft.ifft2(spectrum * response)[pad:pad + h, pad:pad + w]
-            maps.append(np.abs(filtered) ** 2)
-    return Spectra(np.stack(maps).astype(np.float32), frequencies, orientations)
+    out = np.empty((len(masks), len(frequencies), len(orientations)))
+    for i, f in enumerate(frequencies):
+        weights = np.stack([_interior(m, border_distance(f)) for m in masks]).reshape(len(masks), -1)
+        weights /= weights.sum(1, keepdims=True)
+        for j, theta in enumerate(orientations):
+            filtered = np.fft.ifft2(spectrum * _gabor(fx, fy, f, theta))[pad:pad + h, pad:pad + w]
+            energy = filtered.real ** 2 + filtered.imag ** 2
+            out[:, i, j] = weights @ energy.ravel()
+    return out.reshape(len(masks), -1)
 
 
 def _interior(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -150,24 +141,39 @@ def _selectivity(log_spectrum: np.ndarray, own: int, style_spectra: list[np.ndar
     return _presence(log_spectrum, style_spectra[own], weights[own]) - float(np.mean(others))
 
 
+class StructureReference:
+    """The style's side of the structure score, computed once per style and output size (a benchmark
+    scores every snapshot of a run, and the ideal composite, against the same one): the filter bank,
+    each style region's log whitened spectrum, its distinctive peaks and its own selectivity."""
+
+    def __init__(self, style: np.ndarray, style_masks: np.ndarray, shape: tuple[int, int]):
+        # One filter bank for both images (they may differ in size): the smaller one's.
+        self.frequencies = gabor_frequencies(tuple(min(a, b) for a, b in zip(shape, style.shape[-2:])))
+        self.spectra = [np.log(whiten(s, self.frequencies))
+                        for s in region_spectra(style, style_masks, self.frequencies)]
+        self.weights = peak_weights(self.spectra) if len(self.spectra) > 1 else []
+
+    def scores(self, output: np.ndarray, content_masks: np.ndarray, mapping: dict[int, int]) -> dict[int, float]:
+        """{content region: its structure score} for every mapped content region ({} when the style
+        has one region: there is nothing to tell apart)."""
+        if len(self.spectra) < 2:
+            return {}
+        regions = region_spectra(output, [content_masks[r] for r in mapping], self.frequencies)
+        scores = {}
+        for (r, s), spectrum in zip(mapping.items(), regions):
+            reference = _selectivity(self.spectra[s], s, self.spectra, self.weights)
+            region = np.log(whiten(spectrum, self.frequencies))
+            scores[r] = _selectivity(region, s, self.spectra, self.weights) / max(reference, 1e-6)
+        return scores
+
+
 def structure_scores(output: np.ndarray, content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
                      mapping: dict[int, int]) -> dict[int, float]:
     """{content region: its structure score} for every content region mapped to a style region, when the
     style has at least two regions (with one there is nothing to tell apart)."""
     if len(style_masks) < 2:
         return {}
-    # One filter bank for both images (they may differ in size): the smaller one's.
-    frequencies = gabor_frequencies(tuple(min(a, b) for a, b in zip(output.shape[-2:], style.shape[-2:])))
-    style_energy = gabor_energy(style, frequencies)
-    style_spectra = [np.log(whiten(style_energy.region(m), style_energy.frequencies)) for m in style_masks]
-    weights = peak_weights(style_spectra)
-    out_energy = gabor_energy(output, frequencies)
-    scores = {}
-    for r, s in mapping.items():
-        reference = _selectivity(style_spectra[s], s, style_spectra, weights)
-        region = np.log(whiten(out_energy.region(content_masks[r]), out_energy.frequencies))
-        scores[r] = _selectivity(region, s, style_spectra, weights) / max(reference, 1e-6)
-    return scores
+    return StructureReference(style, style_masks, output.shape[-2:]).scores(output, content_masks, mapping)
 
 
 def ideal_composite(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
@@ -188,11 +194,13 @@ def ideal_composite(content_masks: np.ndarray, style: np.ndarray, style_masks: n
 
 
 def structure_ceiling(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
-                      mapping: dict[int, int]) -> dict[int, float]:
+                      mapping: dict[int, int], reference: StructureReference | None = None) -> dict[int, float]:
     """{content region: the structure score of the ideal composite} (see ``ideal_composite``): what the
     content regions' shapes allow."""
     ideal = ideal_composite(content_masks, style, style_masks, mapping)
-    return structure_scores(ideal, content_masks, style, style_masks, mapping)
+    if reference is None:
+        return structure_scores(ideal, content_masks, style, style_masks, mapping)
+    return reference.scores(ideal, content_masks, mapping)
 
 
 def high_frequency_share(image: np.ndarray) -> float:
