@@ -125,6 +125,7 @@ class _Objective:
                 for layer, stats in _tile_statistics(feats, tile, regions).items():
                     total[layer] = stats if layer not in total else [
                         (m0 + m1, g0 + g1) for (m0, g0), (m1, g1) in zip(total[layer], stats)]
+                del feats  # this tile's activations, before the next tile's pass
         return total
 
     def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -178,6 +179,7 @@ class _Objective:
                 (link + part).backward()
                 grad[(..., *tile.window_slices())] += window.grad
             content = content + part.detach()
+            del feats, shares, link, part, window  # this tile's activations, before the next tile's pass
         tv = image.new_zeros(())
         if self.tv_weight:
             x = image.detach().requires_grad_(True)

@@ -103,6 +103,7 @@ def features(vgg, image: torch.Tensor, layers: list[str], tiles: list[Tile]) -> 
                                                image.shape[-1] // s)
                 whole, local = tile.at_layer(layer)
                 out[layer][(..., *whole)] = act[(..., *local)]
+            del acts, act  # this tile's activations, before the next tile's pass
         return out
 
 
