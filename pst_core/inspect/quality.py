@@ -152,6 +152,8 @@ class StructureReference:
         self.spectra = [np.log(whiten(s, self.frequencies))
                         for s in region_spectra(style, style_masks, self.frequencies)]
         self.weights = peak_weights(self.spectra) if len(self.spectra) > 1 else []
+        self.selectivity = [_selectivity(spectrum, s, self.spectra, self.weights)
+                            for s, spectrum in enumerate(self.spectra)] if self.weights else []
 
     def scores(self, output: np.ndarray, content_masks: np.ndarray, mapping: dict[int, int]) -> dict[int, float]:
         """{content region: its structure score} for every mapped content region ({} when the style
@@ -161,9 +163,8 @@ class StructureReference:
         regions = region_spectra(output, [content_masks[r] for r in mapping], self.frequencies)
         scores = {}
         for (r, s), spectrum in zip(mapping.items(), regions):
-            reference = _selectivity(self.spectra[s], s, self.spectra, self.weights)
             region = np.log(whiten(spectrum, self.frequencies))
-            scores[r] = _selectivity(region, s, self.spectra, self.weights) / max(reference, 1e-6)
+            scores[r] = _selectivity(region, s, self.spectra, self.weights) / max(self.selectivity[s], 1e-6)
         return scores
 
 
@@ -198,8 +199,7 @@ def structure_ceiling(content_masks: np.ndarray, style: np.ndarray, style_masks:
     """{content region: the structure score of the ideal composite} (see ``ideal_composite``): what the
     content regions' shapes allow."""
     ideal = ideal_composite(content_masks, style, style_masks, mapping)
-    if reference is None:
-        return structure_scores(ideal, content_masks, style, style_masks, mapping)
+    reference = reference or StructureReference(style, style_masks, ideal.shape[-2:])
     return reference.scores(ideal, content_masks, mapping)
 
 
