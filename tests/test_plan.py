@@ -13,6 +13,7 @@ from conftest import FAST
 from pst_core.pipeline import stages
 from pst_core.config.overrides import build_config
 from pst_core.errors import InputError
+from pst_core.pipeline.plan import style_transfer_spec
 from pst_core.pipeline.preflight import preflight
 from pst_core.store.artifact_store import ArtifactStore
 
@@ -41,6 +42,17 @@ def test_a_changed_parameter_plans_that_stage_and_what_reads_it(images, tmp_path
     assert {(s.stage, s.side) for s in changed.missing} == {
         ("cluster_layer", "style"), ("backprop_clusters", "style"), ("fuse_segmentation", "style"),
         ("color_normalize", None), ("style_transfer", None), ("unnormalize", None)}  # colours per region pair
+
+
+def test_style_layer_weights_replan_the_transfer_only_and_leave_default_keys_as_they_were(images, tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    config = build_config(sets=FAST)
+    stages.run_steps(store, preflight(store, _pair(images), config).missing)
+    weighted = preflight(store, _pair(images), build_config(sets=[*FAST, "style_transfer.style_layer_weights={relu1_1: 2}"]))
+    assert {s.stage for s in weighted.missing} == {"style_transfer", "unnormalize"}
+    # Stores written before the parameter existed keep their transfers: equal weights are not in the key.
+    default = style_transfer_spec(config.style_transfer, "c", "r", "s")
+    assert "style_layer_weights" not in default.params and "style_weight" in default.params
 
 
 def test_segmentation_at_segment_size_is_planned_and_its_keys_are_the_ones_written(images, tmp_path):

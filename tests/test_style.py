@@ -249,6 +249,25 @@ def test_per_region_style_layers(vgg):
     assert torch.allclose(got, want, rtol=1e-5)
 
 
+def test_style_layer_weights_share_a_regions_style_weight(vgg):
+    content, _ = disk_scene(32)
+    style, _ = two_texture_style(32)
+    layers = ["relu1_1", "relu2_1"]
+    params = StyleTransferParams(style_weight=2.0, content_weight=0.0, loss="gram", style_layers=layers,
+                                 style_layer_weights={"relu1_1": 3.0})  # relu2_1 not named: weight 1
+    c, s = torch.tensor(content)[None], torch.tensor(style)[None]
+    x = c * 0.8
+    got = _Objective(vgg, c, s, torch.ones(1, 32, 32), torch.ones(1, 32, 32), {0: 0}, params)(x)["style"]
+    fx, fs = vgg(x, layers), vgg(s, layers)
+    per_layer = {k: GramLoss(*Region(torch.ones(fx[k].shape[-2:])).statistics(fs[k][0]))(
+        *Region(torch.ones(fx[k].shape[-2:])).statistics(fx[k][0])) for k in layers}
+    want = 2.0 * (3.0 * per_layer["relu1_1"] + per_layer["relu2_1"]) / 4.0
+    assert torch.allclose(got, want, rtol=1e-5)
+    assert not torch.allclose(got, 2.0 * (per_layer["relu1_1"] + per_layer["relu2_1"]) / 2.0, rtol=1e-2)
+    with pytest.raises(ConfigError, match="style_layer_weights: unknown VGG19 layer 'relu9_1'"):
+        StyleTransferParams(style_layer_weights={"relu9_1": 1.0})
+
+
 def test_losses_need_no_retuning_across_image_sizes(vgg):
     """Statistics are means over a region and losses relative to their targets: the same scene at
     32, 64 and 128 px gives losses of the same size (a sum over pixels would grow 16x)."""

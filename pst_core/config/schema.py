@@ -213,6 +213,9 @@ class StyleTransferParams(StageParams):
     # target (disk-stripes-dots reached it in 96 s without relu5_1, 291 s with it).
     style_layers: list[str] = Field(default_factory=lambda: list(STYLE_LAYERS), min_length=1,
                                     description="Layers of the style losses (each region may have its own)")
+    style_layer_weights: dict[str, float] = Field(
+        default_factory=dict, description="Relative weight of each style layer (a layer not named weighs 1); "
+                                          "a region's layer weights are normalised to sum to its style weight")
     loss: Literal["meancov", "gram"] = Field(
         "meancov", description="meancov: mean + covariance (Wasserstein-2); gram: Gatys et al.'s masked Gram matrices"
     )
@@ -256,6 +259,15 @@ class StyleTransferParams(StageParams):
     def _known_layers(cls, layers: list[str]) -> list[str]:
         check_layers(layers, "style_transfer layers")
         return layers
+
+    @field_validator("style_layer_weights")
+    @classmethod
+    def _known_weighted_layers(cls, weights: dict[str, float]) -> dict[str, float]:
+        check_layers(list(weights), "style_transfer.style_layer_weights")
+        for layer, weight in weights.items():
+            if not 0 <= weight <= 1e9:
+                raise ValueError(f"the weight of {layer} must be between 0 and 1e9, got {weight}")
+        return weights
 
     @field_validator("mapping_layer")
     @classmethod

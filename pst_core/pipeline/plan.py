@@ -124,7 +124,10 @@ def fuse_segmentation_spec(params: FuseParams, indicator_keys: dict[str, str], i
 
 def style_transfer_spec(params: StyleTransferParams, color_key: str, content_regions_key: str,
                         style_regions_key: str) -> KeySpec:
-    return KeySpec("style_transfer", params.model_dump(mode="json"),
+    # Equal layer weights (the default) leave the key as it was before style_layer_weights existed, so
+    # stored transfers stay valid.
+    unset = {"style_layer_weights"} if not params.style_layer_weights else None
+    return KeySpec("style_transfer", params.model_dump(mode="json", exclude=unset),
                    {"normalised": color_key, "content_regions": content_regions_key, "style_regions": style_regions_key})
 
 

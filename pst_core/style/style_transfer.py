@@ -87,6 +87,8 @@ class _Objective:
         self.regions: dict[str, list[Region]] = {}  # content regions per layer, so its K Grams are one autograd node
         for r in active:
             weight = settings[r].style_weight if settings[r].style_weight is not None else params.style_weight
+            layer_weights = {layer: params.style_layer_weights.get(layer, 1.0) for layer in style_layers[r]}
+            layer_total = sum(layer_weights.values()) or 1.0
             for layer in style_layers[r]:
                 region = Region(resize_masks(cmasks[r:r + 1], _layer_shape(content, layer))[0])
                 target = Region(resize_masks(smasks[mapping[r]:mapping[r] + 1], _layer_shape(style, layer))[0])
@@ -94,8 +96,9 @@ class _Objective:
                     continue
                 self.regions.setdefault(layer, []).append(region)
                 targets.setdefault(layer, []).append(target)
-                # Regions count alike (Gatys et al.'s 1/R), layers count alike within a region.
-                wanted.append((len(self.regions[layer]) - 1, layer, weight / (len(style_layers[r]) * len(active))))
+                # Regions count alike (Gatys et al.'s 1/R); within a region, layers by style_layer_weights.
+                wanted.append((len(self.regions[layer]) - 1, layer,
+                               weight * layer_weights[layer] / (layer_total * len(active))))
         target_statistics = self._statistics(style, targets, self._tiles(style.shape[-2:], moved=False))
         self.style_losses = [MaskedStyleLoss(layer, STATISTICS[params.loss](*target_statistics[layer][slot]), weight,
                                              slot) for slot, layer, weight in wanted]
