@@ -8,7 +8,7 @@ from pst_core.color.normalize import normalize_pair
 from pst_core.config.overrides import build_config
 from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
-from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_grams
+from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_statistics
 from pst_core.inspect.quality import region_style_distances
 from pst_core.load import read_image, resize, working_shape
 from pst_core.segmentation.masks import resize_masks
@@ -86,23 +86,30 @@ def test_auto_mapping_follows_features(vgg):
 
 # ---------------------------------------------------------------- losses
 
-def test_masked_grams_match_the_plain_formula_and_its_gradient():
+def test_masked_statistics_match_the_plain_formulas_and_their_gradients():
     g = torch.Generator().manual_seed(0)
     features = torch.rand(8, 6, 7, generator=g, dtype=torch.float64).requires_grad_(True)
     soft = torch.rand(6, 7, generator=g, dtype=torch.float64)
     holes = soft * (soft > 0.4)  # exact zeros: those pixels are skipped, not multiplied
     masks = [torch.ones(6, 7, dtype=torch.float64), soft, holes]
-    weights = [torch.randn(8, 8, generator=g, dtype=torch.float64) for _ in masks]
-    got = masked_grams(features, [Region(m) for m in masks])
+    weights = [(torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, 8, generator=g, dtype=torch.float64))
+               for _ in masks]
+    got = masked_statistics(features, [Region(m) for m in masks])
     f = features.flatten(1)
-    want = [(f * m.flatten()) @ f.T / m.sum() for m in masks]
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b)
-    grad_got = torch.autograd.grad(sum((w * a).sum() for w, a in zip(weights, got)), features)[0]
-    grad_want = torch.autograd.grad(sum((w * b).sum() for w, b in zip(weights, want)), features)[0]
-    assert torch.allclose(grad_got, grad_want)
-    # Regions whose Gram is unused get no gradient work and no error.
-    assert torch.autograd.grad(masked_grams(features, [Region(m) for m in masks])[1].sum(), features)[0].shape \
+    want = [(f @ m.flatten() / m.sum(), (f * m.flatten()) @ f.T / m.sum()) for m in masks]
+    for (mean, gram), (want_mean, want_gram) in zip(got, want):
+        assert torch.allclose(mean, want_mean) and torch.allclose(gram, want_gram)
+
+    def weighted(stats, use_mean=True, use_gram=True):
+        return sum((wm * m).sum() * use_mean + (wg * gm).sum() * use_gram for (wm, wg), (m, gm) in zip(weights, stats))
+
+    for use_mean, use_gram in ((True, True), (True, False), (False, True)):  # each output alone, and both
+        grad_got = torch.autograd.grad(weighted(masked_statistics(features, [Region(m) for m in masks]),
+                                                use_mean, use_gram), features)[0]
+        grad_want = torch.autograd.grad(weighted(want, use_mean, use_gram), features, retain_graph=True)[0]
+        assert torch.allclose(grad_got, grad_want), (use_mean, use_gram)
+    # Regions whose statistics are unused get no gradient work and no error.
+    assert torch.autograd.grad(masked_statistics(features, [Region(m) for m in masks])[1][1].sum(), features)[0].shape \
         == features.shape
 
 

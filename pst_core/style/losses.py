@@ -61,52 +61,51 @@ class Region:
         """The part of this region inside a tile (rows and columns at this layer's resolution)."""
         return Region(self.mask[rows, cols], peak=self.peak, mass=self.mass)
 
-    def columns(self, features: torch.Tensor) -> torch.Tensor:
-        """(C, h, w) activations -> (C, n) the region's pixels."""
-        f = features.flatten(1)
-        return f if self.index is None else f.index_select(1, self.index)
-
-    def mean(self, features: torch.Tensor) -> torch.Tensor:
-        return self.columns(features) @ self.weight / self.mass
-
-    def gram(self, features: torch.Tensor) -> torch.Tensor:
-        return masked_grams(features, [self])[0]
-
     def statistics(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The region's mean (C,) and mass-normalised Gram matrix (C, C) of ``features`` (C, h, w)."""
-        return self.mean(features), self.gram(features)
+        return masked_statistics(features, [self])[0]
 
 
-class _MaskedGrams(torch.autograd.Function):
-    """The Grams of several regions of one layer as one autograd node.
+class _MaskedStatistics(torch.autograd.Function):
+    """The means and Grams of several regions of one layer as one autograd node.
 
-    Each region multiplies only its kept pixels, and the backward gathers every region's gradient
-    into a single tensor: (dG + dG^T) X / mass per region (one matmul; autograd's mm backward spends
-    two), added in place by pixel index, rather than K zero-filled full-size gradients summed.
+    Each region multiplies only its kept pixels X (scaled by the square root of their weights w), and
+    the backward gathers every region's gradient, ((dG + dG^T) X + dmean w^1/2) w^1/2 / mass, into a
+    single tensor, added in place by pixel index, rather than 2K zero-filled full-size gradients
+    summed. It keeps only the activations (which the network's graph holds anyway) and takes each
+    region's columns again in the backward, one region at a time: keeping them would hold another
+    copy of every style layer's activations through the whole backward (2 GiB at 2048 px).
     """
 
     @staticmethod
     def forward(ctx, features, regions):
-        f = features.flatten(1)
-        cols = []
-        for r in regions:
-            c = f if r.index is None else f.index_select(1, r.index)
-            cols.append(c if r.ones else c * r.sqrt_weight)
         ctx.regions, ctx.shape = regions, features.shape
-        ctx.save_for_backward(*cols)
-        # Separate outputs, not one stacked tensor: selecting from a stack costs a (K, C, C) zero-filled
+        ctx.save_for_backward(features)
+        # Separate outputs, not stacked tensors: selecting from a stack costs a (K, C, C) zero-filled
         # gradient per region in the backward.
         ctx.set_materialize_grads(False)
-        return tuple(c @ c.T / r.mass for c, r in zip(cols, regions))
+        f = features.flatten(1)
+        means, grams = [], []
+        for r in regions:
+            x = _scaled_columns(f, r)
+            means.append((x.sum(1) if r.ones else x @ r.sqrt_weight) / r.mass)
+            grams.append(x @ x.T / r.mass)
+        return (*means, *grams)
 
     @staticmethod
     def backward(ctx, *grads):
+        (features,) = ctx.saved_tensors
+        f = features.flatten(1)
+        k = len(ctx.regions)
         out = None
-        for g, c, r in zip(grads, ctx.saved_tensors, ctx.regions):
-            if g is None:
+        for r, dmean, dgram in zip(ctx.regions, grads[:k], grads[k:]):
+            if dmean is None and dgram is None:
                 continue
-            d = (g + g.T) @ c / r.mass
-            d = d if r.ones else d * r.sqrt_weight
+            n = r.numel if r.index is None else r.index.numel()
+            d = (dgram + dgram.T) @ _scaled_columns(f, r) if dgram is not None else f.new_zeros(f.shape[0], n)
+            if dmean is not None:
+                d = d + (dmean[:, None] if r.ones else torch.outer(dmean, r.sqrt_weight))
+            d = d / r.mass if r.ones else d * (r.sqrt_weight / r.mass)
             if r.index is None:
                 out = d if out is None else out + d
             else:
@@ -115,9 +114,16 @@ class _MaskedGrams(torch.autograd.Function):
         return (None if out is None else out.view(ctx.shape)), None
 
 
-def masked_grams(features: torch.Tensor, regions: list[Region]) -> tuple[torch.Tensor, ...]:
-    """(C, h, w) activations -> K mass-normalised (C, C) Gram matrices, one per region."""
-    return _MaskedGrams.apply(features, regions)
+def _scaled_columns(f: torch.Tensor, r: Region) -> torch.Tensor:
+    """(C, n) activations -> the region's kept pixels, each scaled by the square root of its weight."""
+    c = f if r.index is None else f.index_select(1, r.index)
+    return c if r.ones else c * r.sqrt_weight
+
+
+def masked_statistics(features: torch.Tensor, regions: list[Region]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(C, h, w) activations -> one (mean (C,), mass-normalised Gram (C, C)) per region."""
+    out = _MaskedStatistics.apply(features, regions)
+    return list(zip(out[:len(regions)], out[len(regions):]))
 
 
 class GramLoss:

@@ -16,7 +16,8 @@ from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.progress import TransferProgress
 from pst_core.style import memory, tiles
-from pst_core.style.losses import STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_grams, total_variation
+from pst_core.style.losses import (STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_statistics,
+                                   total_variation)
 from pst_core.segmentation.masks import resize_masks
 from pst_core.style.mapping import map_regions
 from pst_core.features import LAYER_STRIDE
@@ -99,7 +100,8 @@ class _Objective:
                 # Regions count alike (Gatys et al.'s 1/R); within a region, layers by style_layer_weights.
                 wanted.append((len(self.regions[layer]) - 1, layer,
                                weight * layer_weights[layer] / (layer_total * len(active))))
-        target_statistics = self._statistics(style, targets, self._tiles(style.shape[-2:], moved=False))
+        target_statistics = _single(self._statistics(style, targets, self._tiles(style.shape[-2:], moved=False)),
+                                    style.dtype)
         self.style_losses = [MaskedStyleLoss(layer, STATISTICS[params.loss](*target_statistics[layer][slot]), weight,
                                              slot) for slot, layer, weight in wanted]
 
@@ -120,25 +122,28 @@ class _Objective:
 
     def _statistics(self, image: torch.Tensor, regions: dict[str, list[Region]], layout: list[tiles.Tile]
                     ) -> dict[str, list[tuple]]:
-        """Every region's (mean, Gram) over the whole image, summed tile by tile (no gradient)."""
+        """Every region's (mean, Gram) over the whole image, summed tile by tile (no gradient) in double
+        precision (``_add_statistics``)."""
         total: dict[str, list[tuple]] = {}
         with torch.no_grad():
             for tile in layout:
                 feats = self.vgg(image[(..., *tile.window_slices())], list(regions))
-                for layer, stats in _tile_statistics(feats, tile, regions).items():
-                    total[layer] = stats if layer not in total else [
-                        (m0 + m1, g0 + g1) for (m0, g0), (m1, g1) in zip(total[layer], stats)]
+                _add_statistics(total, _tile_statistics(feats, tile, regions))
                 del feats  # this tile's activations, before the next tile's pass
         return total
+
+    def _tile_pass(self, image: torch.Tensor, tile: tiles.Tile):
+        """One tile's window as a leaf, its activations and its shares of the statistics, with a graph."""
+        window = image[(..., *tile.window_slices())].detach().requires_grad_(True)
+        feats = self.vgg(window, self.layers)
+        return window, feats, _tile_statistics(feats, tile, self.regions)
 
     def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The losses of the whole image in one pass, differentiable (untiled)."""
         feats = self.vgg(image, self.layers)
         zero = image.new_zeros(())
         content = sum((loss(feats) for loss in self.content_losses), zero)
-        statistics = {layer: list(zip((r.mean(feats[layer][0]) for r in regions),
-                                      masked_grams(feats[layer][0], regions)))
-                      for layer, regions in self.regions.items()}
+        statistics = {layer: masked_statistics(feats[layer][0], regions) for layer, regions in self.regions.items()}
         style = sum((loss(statistics) for loss in self.style_losses), zero)
         tv = self.tv_weight * total_variation(image) if self.tv_weight else zero
         return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
@@ -151,11 +156,15 @@ class _Objective:
             losses = self(x)
             (grad,) = torch.autograd.grad(losses["total"], x)
             return {k: v.detach() for k, v in losses.items()}, grad
-        # Pass 1: every region's statistics of the whole image, without a graph. The style loss is a
-        # function of these only, so its gradients with respect to them are all a tile needs.
-        statistics = self._statistics(image, self.regions, layout)
+        # Pass 1: every region's statistics of the whole image. The style loss is a function of these
+        # only, so its gradients with respect to them are all a tile needs. The largest tile comes last
+        # and keeps its graph (memory as for one tile of pass 2), so pass 2 need not run it again.
+        layout = sorted(layout, key=lambda t: (t.window[1] - t.window[0]) * (t.window[3] - t.window[2]))
+        statistics = self._statistics(image, self.regions, layout[:-1])
+        kept = self._tile_pass(image, layout[-1])
+        _add_statistics(statistics, kept[2])
         leaves = {layer: [(m.requires_grad_(True), g.requires_grad_(True)) for m, g in stats]
-                  for layer, stats in statistics.items()}
+                  for layer, stats in _single(statistics, image.dtype).items()}
         style = sum((loss(leaves) for loss in self.style_losses), image.new_zeros(()))
         if style.requires_grad:
             style.backward()
@@ -163,10 +172,9 @@ class _Objective:
         # d statistic . d share / d pixels) and of the content loss; shares add up, and so do gradients.
         grad = torch.zeros_like(image)
         content = image.new_zeros(())
-        for tile in layout:
-            window = image[(..., *tile.window_slices())].detach().requires_grad_(True)
-            feats = self.vgg(window, self.layers)
-            shares = _tile_statistics(feats, tile, self.regions)
+        for tile in [layout[-1], *layout[:-1]]:
+            window, feats, shares = kept if kept is not None else self._tile_pass(image, tile)
+            kept = None
             link = image.new_zeros(())
             for layer, stats in shares.items():
                 for (m, g), (leaf_m, leaf_g) in zip(stats, leaves[layer]):
@@ -201,6 +209,20 @@ def _layer_shape(image: torch.Tensor, layer: str) -> tuple[int, int]:
     return image.shape[-2] // s, image.shape[-1] // s
 
 
+def _add_statistics(total: dict[str, list[tuple]], shares: dict[str, list[tuple]]) -> None:
+    """Add one tile's shares of every region's (mean, Gram) to the running ``total``, in place. The
+    total is kept in double precision, so it does not depend on the order the tiles come in."""
+    for layer, stats in shares.items():
+        stats = [(m.detach().double(), g.detach().double()) for m, g in stats]
+        total[layer] = stats if layer not in total else [
+            (m0 + m1, g0 + g1) for (m0, g0), (m1, g1) in zip(total[layer], stats)]
+
+
+def _single(total: dict[str, list[tuple]], dtype: torch.dtype) -> dict[str, list[tuple]]:
+    """Summed statistics back in the images' precision."""
+    return {layer: [(m.to(dtype), g.to(dtype)) for m, g in stats] for layer, stats in total.items()}
+
+
 def _tile_statistics(feats: dict[str, torch.Tensor], tile: tiles.Tile, regions: dict[str, list[Region]]
                      ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Each region's share of its (mean, Gram) from one tile's core: the whole image's statistics are
@@ -210,7 +232,7 @@ def _tile_statistics(feats: dict[str, torch.Tensor], tile: tiles.Tile, regions: 
         whole, local = tile.at_layer(layer)
         core = feats[layer][0][(..., *local)]
         crops = [r.crop(*whole) for r in layer_regions]
-        out[layer] = list(zip((c.mean(core) for c in crops), masked_grams(core, crops)))
+        out[layer] = masked_statistics(core, crops)
     return out
 
 
