@@ -17,7 +17,7 @@ import threading
 import time
 
 from benchmarks.style import _rss
-from flows.cli import main
+from flows.cli import main, one_heap_for_every_thread
 from pst_core.progress import TransferProgress, listening
 
 GIB = 2 ** 30
@@ -28,6 +28,7 @@ def resident() -> float:
 
 
 def measure(argv: list[str]) -> int:
+    one_heap_for_every_thread()  # as the pst command does, before the sampler's thread allocates
     samples: list[tuple[float, float]] = []
     scales: dict[int, TransferProgress] = {}  # each scale's last record
     ends: dict[int, float] = {}

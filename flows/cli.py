@@ -414,6 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def one_heap_for_every_thread() -> None:
+    """Before any thread allocates: the transfer, in a task run's thread, can then keep its large blocks
+    in the heap (``pst_core.style.heap``); the processes this one starts inherit the setting."""
+    from pst_core.style.heap import one_heap
+
+    os.environ.setdefault("MALLOC_ARENA_MAX", "1")
+    one_heap()
+
+
 def entry() -> None:
     """The ``pst`` command: ``main``, then an exit that skips tearing the interpreter down. Unloading
     torch's libraries and freeing every module takes 1 to 2 s here (``python -c "import torch"`` spends
@@ -422,6 +431,7 @@ def entry() -> None:
     Python (the tests) exits as usual."""
     import atexit
 
+    one_heap_for_every_thread()
     code = [1]  # an exception escaping main: its traceback is printed, then exit status 1
     atexit.register(lambda: _exit_now(code[0]))  # registered first, so it runs last
     try:

@@ -15,6 +15,9 @@ from .runtime import STORE_VARIABLE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PAIR = ("flows/pipeline.py:partitioned_style_transfer", "pst-pair")
+# A flow run's process: every thread allocates from one heap, so the transfer (in a task run's thread)
+# can keep its large blocks there instead of faulting them in again every pass (pst_core.style.heap).
+JOB_VARIABLES = {"env": {"MALLOC_ARENA_MAX": "1"}}
 DATASET = ("flows/dataset.py:dataset", "pst-dataset")
 
 
@@ -27,7 +30,7 @@ def deploy_all(work_pool: str = "pst", store: str | None = None, defaults: dict 
         source_flow = flow.from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint)
         ids[name] = str(source_flow.deploy(
             name=name, work_pool_name=work_pool, build=False, push=False, print_next_steps=False,
-            parameters={"config": defaults} if defaults else None,
+            parameters={"config": defaults} if defaults else None, job_variables=JOB_VARIABLES,
             description=f"pst {name}: partitioned neural style transfer, cached in the store "
                         f"(Prefect variable {STORE_VARIABLE})"))
     return ids

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAST, OUTPUT, chromium
-from flows.deployments import DATASET, PAIR
+from flows.deployments import DATASET, JOB_VARIABLES, PAIR
 from pst_core.config.overrides import build_config
 
 BIN = Path(sys.executable).parent
@@ -145,6 +145,7 @@ def test_prefect_yaml_declares_both_deployments(server):
         assert deployment.entrypoint == entrypoint and deployment.work_pool_name == POOL
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
         assert deployment.parameters == {"config": {}}  # the store is the Prefect variable's, read per run
+        assert deployment.job_variables == JOB_VARIABLES  # one heap per flow run's process
 
 
 def test_pair_deployment_runs_and_reruns_from_cache(server, images, tmp_path):
@@ -265,6 +266,7 @@ def test_pst_deploy_registers_the_same_deployments_with_its_defaults(server, ima
     deployment = _deployment(server["api"], "partitioned-style-transfer/pst-pair")
     assert deployment.entrypoint == PAIR[0] and deployment.work_pool_name == POOL
     assert deployment.parameters == {"config": build_config(sets=FAST).model_dump(mode="json")}
+    assert deployment.job_variables == JOB_VARIABLES
     out = str(tmp_path / "defaults.png")
     run, _, _ = _run_deployment(server["api"], "partitioned-style-transfer/pst-pair",
                                 {"content": images["content"], "style": images["style"], "out": out})

@@ -1,5 +1,6 @@
 """Tiled transfer: the same objective as the whole image's, no seams, and a memory plan that fits."""
 
+import resource
 import sys
 import threading
 import weakref
@@ -12,7 +13,8 @@ from pst_core.style import style_transfer as style_module
 from pst_core.style import tiles
 from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import MemoryBudgetError
-from pst_core.style.memory import GIB, release_freed_memory
+from pst_core.style.memory import GIB
+from pst_core.style.heap import release_freed_memory, reuse_freed_memory
 from pst_core.style.style_transfer import _Objective, plan_transfer, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.features import load_vgg
@@ -178,6 +180,17 @@ def test_plan_keeps_small_images_whole_and_tiles_large_ones():
     assert forced[-1].tile == 256 and forced[-2].tile is None  # the 256 px scale is one tile
 
 
+def test_plan_reuses_freed_memory_only_where_its_slack_fits_the_budget():
+    params = StyleTransferParams()
+    small = plan_transfer((1024, 1024), (1024, 1024), 2, 2, params)
+    assert all(p.reuse_heap and p.parts["heap"] > 0 and p.peak <= 12 * GIB for p in small)
+    big = plan_transfer((4096, 4096), (4096, 4096), 2, 2, params)
+    # The tiled scales fill the budget with their tiles: no room for the heap's slack there.
+    assert not big[-1].reuse_heap and "heap" not in big[-1].parts
+    for plan in small + big:  # where reused, the slack is counted and still within the budget
+        assert plan.reuse_heap == ("heap" in plan.parts) and plan.peak <= 12 * GIB
+
+
 def _resident_mib() -> float:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
@@ -200,6 +213,29 @@ def test_memory_freed_in_another_thread_goes_back_to_the_system():
     assert release_freed_memory()
     assert before - _resident_mib() > 128
     assert all(a[0] == 1 for a in kept)  # what is still held is untouched
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_memory_is_reused_inside_and_given_back_after():
+    pages = 64 * 2 ** 20 // resource.getpagesize()
+
+    def faults_of_a_fresh_64_mib_tensor() -> int:
+        # A larger block freed first (a pass frees blocks of many sizes; one of exactly the same size
+        # would not do: torch asks for a few bytes more to align it): the heap may keep it.
+        torch.ones(32 * 2 ** 20)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(16 * 2 ** 20)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    release_freed_memory()
+    assert faults_of_a_fresh_64_mib_tensor() > pages // 2  # glibc maps a block this large anew each time
+    with reuse_freed_memory() as reused:
+        assert reused
+        assert faults_of_a_fresh_64_mib_tensor() < pages // 20  # the freed block serves the next one
+        resident = _resident_mib()
+    assert release_freed_memory()
+    assert resident - _resident_mib() > 32  # after: the kept block goes back
+    assert faults_of_a_fresh_64_mib_tensor() > pages // 2  # and the usual thresholds are back
 
 
 def test_a_run_that_cannot_fit_is_refused_in_one_line():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.progress import TransferProgress
-from pst_core.style import memory, tiles
+from pst_core.style import heap, memory, tiles
 from pst_core.style.losses import (STATISTICS, ContentLoss, MaskedStyleLoss, Region, masked_statistics,
                                    total_variation)
 from pst_core.segmentation.masks import resize_masks
@@ -281,7 +281,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     up). progress(TransferProgress) called each iteration; snapshot(iteration, image) every params.snapshot_every iterations
     of the final scale (so every snapshot has the output's size)."""
     _check_inputs(content, style, content_masks, style_masks, vgg, params, device)
-    memory.release_freed_memory()  # what the earlier stages freed, before the largest allocations come
+    heap.release_freed_memory()  # what the earlier stages freed, before the largest allocations come
     if hasattr(vgg, "with_pooling"):
         vgg = vgg.with_pooling(params.pooling)
 
@@ -310,71 +310,96 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     low = torch.minimum(c_full.amin((0, 2, 3)), s_full.amin((0, 2, 3))).clamp_max(0).view(1, 3, 1, 1)
     high = torch.maximum(c_full.amax((0, 2, 3)), s_full.amax((0, 2, 3))).clamp_min(1).view(1, 3, 1, 1)
     result = StyleResult(image=np.empty(0, np.float32), mapping=mapping, plans=plans)
-    total = sum(steps for _, _, steps in schedule)
-    iteration = 0
+    report = _Report(sum(steps for _, _, steps in schedule), result, progress, snapshot)
     x = None
     for scale, ((size, s_size, steps), plan) in enumerate(zip(schedule, plans)):
-        snapshots_here = bool(params.snapshot_every) and scale == len(schedule) - 1  # output's size only
         c, s = _resize(c_full, size), _resize(s_full, s_size)
         cm, sm = resize_masks(cm_full, size), resize_masks(sm_full, s_size)
-        objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale)
-        kept = [cm[r] for r, st in params.regions.items() if st.keep_content]
-        keep = sum(kept[1:], kept[0]) if kept else None
-        x = _initial(params, c, s) if x is None else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
-        x = x.clamp(low, high).requires_grad_(True)
-
-        def compose(x=x, c=c, keep=keep):
-            # keep_content regions are pinned to the content: no gradient ever reaches their pixels.
-            x = x.detach()
-            return x if keep is None else keep * c + (1 - keep) * x
-
-        if params.optimizer == "lbfgs":
-            # Fixed iteration count: no early stops, one function evaluation per iteration.
-            optimizer = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=max(1, plan.history),
-                                          tolerance_grad=0, tolerance_change=0)
-        else:
-            optimizer = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))
-        average = _Average(params.average) if params.optimizer == "adam" and params.average else None
-        for _ in range(steps):
-            iteration += 1
-            record: dict = {}
-
-            def closure(keep=keep):
-                optimizer.zero_grad()
-                losses, grad = objective.value_and_grad(compose())
-                if not torch.isfinite(losses["total"]):
-                    value = float(losses["total"])
-                    raise ComputeError(f"style_transfer: the loss became non-finite ({value}) at scale {scale} "
-                                       f"iteration {iteration}; lower style_weight/lr or check the inputs")
-                x.grad = grad if keep is None else grad * (1 - keep)
-                record.update({k: float(v) for k, v in losses.items()})
-                return losses["total"]
-
-            optimizer.step(closure)
-            if params.optimizer == "adam":
-                with torch.no_grad():
-                    x.clamp_(low, high)  # L-BFGS would take a clamp for a step of its own: its output is clipped
-            if average:
-                average.update(compose())
-            entry = TransferProgress(scale, iteration, total, tuple(size), plan.tile, plan.history, **record)
-            result.history.append(entry)
-            if progress:
-                progress(entry)
-            if snapshots_here and iteration % params.snapshot_every == 0:
-                image = torch.clamp(average.get(compose()) if average else compose(), low, high)
-                image = image[0].cpu().numpy()
-                result.snapshots.append((iteration, image))
-                if snapshot:
-                    snapshot(iteration, image)
-        x = average.get(compose()) if average else compose()
-        del objective, optimizer  # before the next scale's are built
-        memory.release_freed_memory()
+        with heap.reuse_freed_memory(plan.reuse_heap):  # where the plan has room: no page faults
+            objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale)
+            kept = [cm[r] for r, st in params.regions.items() if st.keep_content]
+            keep = sum(kept[1:], kept[0]) if kept else None
+            x = _initial(params, c, s) if x is None else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+            snapshots = bool(params.snapshot_every) and scale == len(schedule) - 1  # at the output's size only
+            x = _optimise(objective, x.clamp(low, high), c, keep, (low, high), params, scale, plan, steps, report,
+                          snapshots)
+            del objective  # before the next scale's is built
+        heap.release_freed_memory()
 
     image = torch.clamp(x, low, high)[0].cpu().numpy().astype(np.float32)
     if not np.isfinite(image).all():
         raise ComputeError("style_transfer: the optimised image is not finite")
     result.image = image
     return result
+
+
+class _Report:
+    """Where a transfer's iterations (counted over all scales) and snapshots go: the result, and the
+    caller's ``progress`` and ``snapshot``."""
+
+    def __init__(self, total: int, result: StyleResult, progress: Callable[[TransferProgress], None] | None,
+                 snapshot: Callable[[int, np.ndarray], None] | None):
+        self.total, self.result, self.progress, self.snapshot, self.iteration = total, result, progress, snapshot, 0
+
+    def step(self, entry: TransferProgress) -> None:
+        self.result.history.append(entry)
+        if self.progress:
+            self.progress(entry)
+
+    def image(self, iteration: int, image: np.ndarray) -> None:
+        self.result.snapshots.append((iteration, image))
+        if self.snapshot:
+            self.snapshot(iteration, image)
+
+
+def _optimise(objective: _Objective, x: torch.Tensor, content: torch.Tensor, keep: torch.Tensor | None, bounds,
+              params: StyleTransferParams, scale: int, plan: memory.ScalePlan, steps: int, report: _Report,
+              snapshots: bool) -> torch.Tensor:
+    """``steps`` iterations of one scale from ``x``; the scale's result (keep_content regions pinned to
+    the content). Every iteration is reported, and with ``snapshots`` every params.snapshot_every-th image."""
+    low, high = bounds
+    x = x.requires_grad_(True)
+
+    def compose():
+        # keep_content regions are pinned to the content: no gradient ever reaches their pixels.
+        image = x.detach()
+        return image if keep is None else keep * content + (1 - keep) * image
+
+    if params.optimizer == "lbfgs":
+        # Fixed iteration count: no early stops, one function evaluation per iteration.
+        optimizer = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=max(1, plan.history),
+                                      tolerance_grad=0, tolerance_change=0)
+    else:
+        optimizer = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))
+    average = _Average(params.average) if params.optimizer == "adam" and params.average else None
+    for _ in range(steps):
+        report.iteration += 1
+        iteration = report.iteration
+        record: dict = {}
+
+        def closure():
+            optimizer.zero_grad()
+            losses, grad = objective.value_and_grad(compose())
+            if not torch.isfinite(losses["total"]):
+                value = float(losses["total"])
+                raise ComputeError(f"style_transfer: the loss became non-finite ({value}) at scale {scale} "
+                                   f"iteration {iteration}; lower style_weight/lr or check the inputs")
+            x.grad = grad if keep is None else grad * (1 - keep)
+            record.update({k: float(v) for k, v in losses.items()})
+            return losses["total"]
+
+        optimizer.step(closure)
+        if params.optimizer == "adam":
+            with torch.no_grad():
+                x.clamp_(low, high)  # L-BFGS would take a clamp for a step of its own: its output is clipped
+        if average:
+            average.update(compose())
+        report.step(TransferProgress(scale, iteration, report.total, tuple(x.shape[-2:]), plan.tile, plan.history,
+                                     **record))
+        if snapshots and iteration % params.snapshot_every == 0:
+            image = torch.clamp(average.get(compose()) if average else compose(), low, high)
+            report.image(iteration, image[0].cpu().numpy())
+    return average.get(compose()) if average else compose()
 
 
 def _schedule(shape: tuple[int, int], style_shape: tuple[int, int], params: StyleTransferParams
