@@ -180,15 +180,19 @@ def test_plan_keeps_small_images_whole_and_tiles_large_ones():
     assert forced[-1].tile == 256 and forced[-2].tile is None  # the 256 px scale is one tile
 
 
-def test_plan_reuses_freed_memory_only_where_its_slack_fits_the_budget():
+def test_plan_reuses_freed_memory_where_its_slack_fits_before_it_takes_larger_tiles():
     params = StyleTransferParams()
     small = plan_transfer((1024, 1024), (1024, 1024), 2, 2, params)
-    assert all(p.reuse_heap and p.parts["heap"] > 0 and p.peak <= 12 * GIB for p in small)
-    big = plan_transfer((4096, 4096), (4096, 4096), 2, 2, params)
-    # The tiled scales fill the budget with their tiles: no room for the heap's slack there.
-    assert not big[-1].reuse_heap and "heap" not in big[-1].parts
-    for plan in small + big:  # where reused, the slack is counted and still within the budget
-        assert plan.reuse_heap == ("heap" in plan.parts) and plan.peak <= 12 * GIB
+    assert all(p.reuse_heap and p.tile is None and p.parts["heap"] > 0 and p.peak <= 12 * GIB for p in small)
+    # 2048 px: 1536 px tiles would fit without reuse; smaller tiles with it come first (faster).
+    reused = plan_transfer((2048, 2048), (1024, 1024), 2, 2, params)[-1]
+    plain = plan_transfer((2048, 2048), (1024, 1024), 2, 2, params.model_copy(update={"tile_size": 1536}))[-1]
+    assert reused.reuse_heap and reused.tile < plain.tile and not plain.reuse_heap and plain.peak <= 12 * GIB
+    # A budget that even the smallest preferred tile fills: no reuse, its slack not counted.
+    tight = plan_transfer((4096, 4096), (4096, 4096), 2, 2, params.model_copy(update={"memory_budget": 6.0}))[-1]
+    assert not tight.reuse_heap and "heap" not in tight.parts and tight.peak <= 6 * GIB
+    for plan in small + [reused, plain, tight]:
+        assert plan.reuse_heap == ("heap" in plan.parts)
 
 
 def _resident_mib() -> float:

@@ -40,7 +40,7 @@ PREFERRED_HISTORY = 10  # L-BFGS steps remembered that a larger tile may not pus
 # Freed blocks kept in the heap for reuse (``pst_core.style.heap.reuse_freed_memory``: no page faults,
 # up to 1.9x faster per iteration) raise the peak by the heap's fragmentation: measured 0.37 (1024 px,
 # whole), 0.43 (the same in a `pst run`), 0.5 (1024 px in 512 px tiles) and 0.55 (2048 px in 1536 px
-# tiles) of the pass's activations. A scale reuses freed memory only where this much more fits the budget.
+# tiles) of the pass's activations, and the plan counts this much more where it reuses freed memory.
 HEAP_SLACK = 0.6
 
 
@@ -146,48 +146,43 @@ def plan_scales(shapes: Shapes, sizes: list[tuple[int, int]], style_sizes: list[
 
 def plan_scale(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int], iterations: int,
                final: bool, params: StyleTransferParams) -> ScalePlan:
-    """The whole image where it fits with the full history; else the largest tile (of at least
-    PREFERRED_TILE px) that fits with the full history or at least PREFERRED_HISTORY steps of it;
-    else the largest tile with the longest history that fits; else refused. Where the plan leaves
-    room for the heap's slack (HEAP_SLACK), freed memory is reused (faster, same result)."""
-    chosen = _fitting_plan(shapes, size, style_size, iterations, final, params)
-    slack = HEAP_SLACK * chosen.parts["activations"]
-    if chosen.peak + slack <= params.memory_budget * GIB:
-        chosen.parts["heap"] = slack
-        chosen.reuse_heap = True
-    return chosen
+    """The whole image, else the largest tile (of at least PREFERRED_TILE px), that fits with the full
+    history or at least PREFERRED_HISTORY steps of it, first with freed memory reused (its slack
+    counted), then without; else the largest tile with the longest history that fits; else refused.
 
-
-def _fitting_plan(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int], iterations: int,
-                  final: bool, params: StyleTransferParams) -> ScalePlan:
+    Reuse comes before a larger tile: at 2048 px 1024 px tiles with it took 50.5 s per iteration, 1536
+    px tiles without it 75.4 s and the whole image without it 64.2 s (the whole image with it would
+    not fit 12 GiB)."""
     budget = params.memory_budget * GIB
     lbfgs = params.optimizer == "lbfgs"
     wanted = min(params.lbfgs_history, max(1, iterations)) if lbfgs else 0
 
-    def plan(tile: int | None, history: int) -> ScalePlan:
-        return ScalePlan(size, iterations, tile, history,
-                         parts(shapes, size, style_size, final, params, tile, history))
+    def plan(tile: int | None, history: int, reuse: bool) -> ScalePlan:
+        held = parts(shapes, size, style_size, final, params, tile, history)
+        if reuse:
+            held["heap"] = HEAP_SLACK * held["activations"]
+        return ScalePlan(size, iterations, tile, history, held, reuse_heap=reuse)
 
-    def longest_history(tile: int | None) -> int:
+    def longest_history(tile: int | None, reuse: bool) -> int:
         """The longest history up to ``wanted`` that fits with this tile (0: none does, or Adam)."""
         if not lbfgs:
             return 0
-        fixed = plan(tile, 0)
+        fixed = plan(tile, 0, reuse)
         per_step = 2 * IMAGE * size[0] * size[1]
         return max(0, min(wanted, int((budget - fixed.peak) // per_step)))
 
     candidates = _tiles(size, params.tile_size)
+    preferred = [t for t in candidates if t is None or t >= PREFERRED_TILE or params.tile_size is not None]
+    for reuse in (True, False):
+        for tile in preferred:
+            history = longest_history(tile, reuse)
+            if plan(tile, history, reuse).peak <= budget and (not lbfgs or history >= min(wanted, PREFERRED_HISTORY)):
+                return plan(tile, history, reuse)
     for tile in candidates:
-        if tile is not None and tile < PREFERRED_TILE and params.tile_size is None:
-            break
-        history = longest_history(tile)
-        if (plan(tile, history).peak <= budget) and (not lbfgs or history >= min(wanted, PREFERRED_HISTORY)):
-            return plan(tile, history)
-    for tile in candidates:
-        history = longest_history(tile)
-        if plan(tile, history).peak <= budget and (not lbfgs or history >= 1):
-            return plan(tile, history)
-    smallest = plan(candidates[-1], 1 if lbfgs else 0)
+        history = longest_history(tile, False)
+        if plan(tile, history, False).peak <= budget and (not lbfgs or history >= 1):
+            return plan(tile, history, False)
+    smallest = plan(candidates[-1], 1 if lbfgs else 0, False)
     shown = ", ".join(f"{name} {value / GIB:.1f}" for name, value in smallest.parts.items())
     raise MemoryBudgetError(
         f"style_transfer.memory_budget={params.memory_budget:g} GiB: the {size[1]}x{size[0]} scale needs "
