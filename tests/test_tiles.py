@@ -188,6 +188,9 @@ def test_plan_reuses_freed_memory_where_its_slack_fits_before_it_takes_larger_ti
     reused = plan_transfer((2048, 2048), (1024, 1024), 2, 2, params)[-1]
     plain = plan_transfer((2048, 2048), (1024, 1024), 2, 2, params.model_copy(update={"tile_size": 1536}))[-1]
     assert reused.reuse_heap and reused.tile < plain.tile and not plain.reuse_heap and plain.peak <= 12 * GIB
+    # 4096 px: the image-sized vectors leave no room for the heap's slack (1024 px tiles with reuse
+    # peaked at 15.9 GiB in a pipeline run); its tiles run without, as before.
+    assert not plan_transfer((4096, 4096), (2048, 2048), 2, 2, params)[-1].reuse_heap
     # A budget that even the smallest preferred tile fills: no reuse, its slack not counted.
     tight = plan_transfer((4096, 4096), (4096, 4096), 2, 2, params.model_copy(update={"memory_budget": 6.0}))[-1]
     assert not tight.reuse_heap and "heap" not in tight.parts and tight.peak <= 6 * GIB

@@ -38,10 +38,14 @@ TILE_SIZES = (2048, 1536, 1024, 768, 512, 384, 256, 128)  # tried in this order 
 PREFERRED_TILE = 512  # smaller tiles pay more halo than they save; used only before refusing
 PREFERRED_HISTORY = 10  # L-BFGS steps remembered that a larger tile may not push out
 # Freed blocks kept in the heap for reuse (``pst_core.style.heap.reuse_freed_memory``: no page faults,
-# up to 1.9x faster per iteration) raise the peak by the heap's fragmentation: measured 0.37 (1024 px,
-# whole), 0.43 (the same in a `pst run`), 0.5 (1024 px in 512 px tiles) and 0.55 (2048 px in 1536 px
-# tiles) of the pass's activations, and the plan counts this much more where it reuses freed memory.
-HEAP_SLACK = 0.6
+# up to 1.9x faster per iteration) raise the peak by the heap's fragmentation, which grows with the
+# image-sized vectors as well as with the pass. Measured in a 4096 px `pst run` that reused freed
+# memory at every scale (RSS sampled every 0.1 s): 2048 px in 1024 px tiles 9.72 GiB against 5.4
+# for the plan's other parts, 4096 px in 1024 px tiles 15.93 against 8.3: 1.15 and 1.27 times
+# (activations + optimizer + images) above them; 1024 px whole 5.34 against 4.2. The plan counts 1.5
+# times that sum, and reuses freed memory in tiles no smaller than those measured.
+HEAP_SLACK = 1.5
+REUSE_MIN_TILE = 1024
 
 
 def network_floats(layers: list[str]) -> float:
@@ -160,7 +164,7 @@ def plan_scale(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int
     def plan(tile: int | None, history: int, reuse: bool) -> ScalePlan:
         held = parts(shapes, size, style_size, final, params, tile, history)
         if reuse:
-            held["heap"] = HEAP_SLACK * held["activations"]
+            held["heap"] = HEAP_SLACK * (held["activations"] + held["optimizer"] + held["images"])
         return ScalePlan(size, iterations, tile, history, held, reuse_heap=reuse)
 
     def longest_history(tile: int | None, reuse: bool) -> int:
@@ -174,7 +178,7 @@ def plan_scale(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int
     candidates = _tiles(size, params.tile_size)
     preferred = [t for t in candidates if t is None or t >= PREFERRED_TILE or params.tile_size is not None]
     for reuse in (True, False):
-        for tile in preferred:
+        for tile in [t for t in preferred if not reuse or t is None or t >= REUSE_MIN_TILE]:
             history = longest_history(tile, reuse)
             if plan(tile, history, reuse).peak <= budget and (not lbfgs or history >= min(wanted, PREFERRED_HISTORY)):
                 return plan(tile, history, reuse)
