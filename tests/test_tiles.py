@@ -196,6 +196,9 @@ def test_plan_reuses_freed_memory_where_its_slack_fits_before_it_takes_larger_ti
     assert not tight.reuse_heap and "heap" not in tight.parts and tight.peak <= 6 * GIB
     for plan in small + [reused, plain, tight]:
         assert plan.reuse_heap == ("heap" in plan.parts)
+        # A tile's extra share is counted without reuse; with it, the heap's measured slack holds it.
+        assert ("tiling" in plan.parts) == (plan.tile is not None and not plan.reuse_heap)
+    assert plain.parts["tiling"] > 4 * 3 * 2048 * 2048  # at least the image's gradient summed over tiles
 
 
 def _resident_mib() -> float:

@@ -189,9 +189,10 @@ class RegionSettings(StageParams):
 
 
 class StyleTransferParams(StageParams):
-    version = 5  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling;
+    version = 6  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling;
     # 4: the memory plan counts the pipeline's process (base 1.4 GiB) and trims the heap between scales;
-    # fine_iterations 25 -> 5; 5: plans that reuse freed memory come first (2048 px: 1024 px tiles)
+    # fine_iterations 25 -> 5; 5: plans that reuse freed memory come first (2048 px: 1024 px tiles);
+    # 6: a tiled pass counts the tile's extra share (4096 px: 1024 px tiles)
     sided = False
     iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.style.losses), so these need no retuning across sizes;

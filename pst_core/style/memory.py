@@ -30,9 +30,12 @@ BASE_BYTES = 1.4 * GIB
 # autograd graph, the gradients in flight and the masked Grams' saved columns. Measured at 256 to
 # 1024 px with relu1_1..relu5_1 + relu4_2: 3.1 to 3.4 KiB per pixel for 408 floats per pixel.
 PASS_BYTES_PER_FLOAT = 8.5
-# A pass without gradient (the statistics pass of tiled evaluation) holds far less: the requested
-# layers and the two largest activations in flight.
-FORWARD_BYTES_PER_FLOAT = 2.5
+# A tile's pass holds more than a whole-image pass of the window's size: the image's gradient summed
+# over the tiles, and this share of the pass on top. Measured in a 4096 px `pst run` in 1536 px tiles
+# without reuse (RSS sampled every 0.1 s): 9.77 GiB at its 2048 px scale and 11.91 at 4096 px, where
+# the plan's other parts and a whole-image pass of the window gave 9.2 and 11.6 (1.09 and 1.05 times
+# that pass).
+TILED_PASS_SHARE = 0.1
 IMAGE = 3 * 4  # bytes per pixel of an RGB float32 image
 TILE_SIZES = (2048, 1536, 1024, 768, 512, 384, 256, 128)  # tried in this order when the image does not fit
 PREFERRED_TILE = 512  # smaller tiles pay more halo than they save; used only before refusing
@@ -43,7 +46,9 @@ PREFERRED_HISTORY = 10  # L-BFGS steps remembered that a larger tile may not pus
 # memory at every scale (RSS sampled every 0.1 s): 2048 px in 1024 px tiles 9.72 GiB against 5.4
 # for the plan's other parts, 4096 px in 1024 px tiles 15.93 against 8.3: 1.15 and 1.27 times
 # (activations + optimizer + images) above them; 1024 px whole 5.34 against 4.2. The plan counts 1.5
-# times that sum, and reuses freed memory in tiles no smaller than those measured.
+# times that sum, and reuses freed memory in tiles no smaller than those measured. Those slacks were
+# measured above the other parts without the tiled pass's share, so in a plan with reuse the heap's
+# part holds that share.
 HEAP_SLACK = 1.5
 REUSE_MIN_TILE = 1024
 
@@ -133,10 +138,13 @@ def parts(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int], fi
     # The peak of an iteration: the network's pass over a tile, or the optimiser's step (its flat
     # gradient, the new step's two vectors, the next direction), or total variation's graph.
     step = 4 if params.optimizer == "lbfgs" else 2
-    passes = max(PASS_BYTES_PER_FLOAT * network_floats(layers) * window, IMAGE * p * step,
-                 IMAGE * p * 4 if params.tv_weight else 0)
-    return {"base": BASE_BYTES, "images": images, "masks": masks, "targets": targets,
+    one_pass = PASS_BYTES_PER_FLOAT * network_floats(layers) * window
+    passes = max(one_pass, IMAGE * p * step, IMAGE * p * 4 if params.tv_weight else 0)
+    held = {"base": BASE_BYTES, "images": images, "masks": masks, "targets": targets,
             "optimizer": IMAGE * p * vectors, "activations": passes}
+    if not whole:
+        held["tiling"] = TILED_PASS_SHARE * one_pass + IMAGE * p
+    return held
 
 
 def plan_scales(shapes: Shapes, sizes: list[tuple[int, int]], style_sizes: list[tuple[int, int]],
@@ -164,6 +172,7 @@ def plan_scale(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int
     def plan(tile: int | None, history: int, reuse: bool) -> ScalePlan:
         held = parts(shapes, size, style_size, final, params, tile, history)
         if reuse:
+            held.pop("tiling", None)  # inside the heap's measured slack
             held["heap"] = HEAP_SLACK * (held["activations"] + held["optimizer"] + held["images"])
         return ScalePlan(size, iterations, tile, history, held, reuse_heap=reuse)
 
