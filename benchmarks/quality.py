@@ -15,7 +15,9 @@ pipeline's own code (colour normalisation, transfer, exact inverse) minus the st
   distinctly as the style does, 0 = none of it; targets: >= 0.6 in every region, >= 0.3 above K=1;
   ceiling: the score of the style's own pixels cut to each content region's shape (a thin or small
   region cannot show a coarse texture's peaks even then; a reference for what the shape allows, not a
-  strict bound);
+  strict bound); presence (in the JSON; printed with --parts): the two parts of the score, how much of
+  the mapped style region's peaks the region has and how much of the other regions' (the content's
+  own edges and shading show there), the output's beside the ideal composite's;
 - noise: share of luminance energy above 0.35 cycles/pixel against the larger of the inputs'
   (target <= 1.5);
 - palette: Lab sliced-Wasserstein distance of each output region to the palette asked for
@@ -201,7 +203,8 @@ def print_scales(name: str, seconds: float, scales: list[dict]) -> None:
 
 def measure(case: Case, reference: quality.StructureReference, final: np.ndarray, styled: np.ndarray,
             style_normalised: np.ndarray, palette: str, independent) -> dict:
-    structure = reference.scores(final, case.content_masks, case.mapping)
+    parts = reference.parts(final, case.content_masks, case.mapping)
+    structure = {r: p.score for r, p in parts.items()}
     asked, other = [], []
     for r, s in case.mapping.items():
         to_content = quality.palette_distance(final, case.content_masks[r], case.content, case.content_masks[r])
@@ -212,9 +215,12 @@ def measure(case: Case, reference: quality.StructureReference, final: np.ndarray
                                        case.style_masks, GRAM_LAYERS)
     gram = min(min(d[r, o] for o in range(d.shape[1]) if o != s) / max(d[r, s], 1e-12)
                for r, s in case.mapping.items())
-    ceiling = quality.structure_ceiling(case.content_masks, case.style, case.style_masks, case.mapping, reference)
+    ideal = reference.parts(quality.ideal_composite(case.content_masks, case.style, case.style_masks, case.mapping),
+                            case.content_masks, case.mapping)
+    presences = lambda found: {str(r): {"own": round(p.own, 3), "other": round(p.other, 3)} for r, p in found.items()}
     return {"structure": {str(r): round(v, 3) for r, v in structure.items()},
-            "structure_ceiling": {str(r): round(v, 3) for r, v in ceiling.items()},
+            "structure_ceiling": {str(r): round(p.score, 3) for r, p in ideal.items()},
+            "presence": presences(parts), "presence_ceiling": presences(ideal),
             "structure_min": round(min(structure.values()), 3),
             "noise": round(quality.noise_ratio(final, case.content, case.style), 3),
             "palette_asked": [round(v, 2) for v in asked], "palette_other": [round(v, 2) for v in other],
@@ -257,6 +263,9 @@ def main(argv=None) -> int:
     parser.add_argument("--images", help="folder for content|style|K=1|partitioned strips")
     parser.add_argument("--no-k1", action="store_true", help="partitioned runs only (for tuning; no K=1 figures)")
     parser.add_argument("--scale-times", action="store_true", help="print seconds per iteration at each scale")
+    parser.add_argument("--parts", action="store_true",
+                        help="print each region's presence of its own and of the other style regions' peaks, "
+                             "the output's beside the ideal composite's")
     parser.add_argument("--trajectory", action="store_true",
                         help="print structure and noise at every snapshot of the final scale")
     args = parser.parse_args(argv)
@@ -306,6 +315,11 @@ def main(argv=None) -> int:
                       f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
                       f"{ttq:>9s} {' '.join(f'{v:5.2f}' for v in row['structure_ceiling'].values()):>12s}",
                       flush=True)
+                if args.parts:
+                    for r, found in row["presence"].items():
+                        ideal = row["presence_ceiling"][r]
+                        print(f"  region {r} presence own / other: {found['own']:.2f} / {found['other']:.2f} "
+                              f"(ideal composite {ideal['own']:.2f} / {ideal['other']:.2f})", flush=True)
             if images:
                 save_strip(images / f"{case.name}-{size}.png", case, outputs["part"], outputs.get("K=1", case.content))
             if args.no_k1:

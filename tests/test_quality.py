@@ -52,6 +52,23 @@ def test_structure_score_is_near_zero_without_the_structure(pair):
         assert max(abs(v) for v in scores.values()) < limit, scores
 
 
+@pytest.mark.parametrize("pair", PAIRS[:3], ids=lambda p: f"{p[0][0]}-{p[1][0]}")
+def test_structure_parts_tell_a_missing_texture_from_an_added_one(pair):
+    """Mixing the other texture in keeps the region's own peaks and adds the other region's: the parts
+    say which one lowered the score."""
+    style, style_masks, masks, painted, rng = _case(pair)
+    mapping = {0: 0, 1: 1}
+    reference = quality.StructureReference(style, style_masks, (SIZE, SIZE))
+    image = painted(_textures(pair, rng))
+    right = reference.parts(image, masks, mapping)
+    mix = reference.parts(0.5 * image + 0.5 * painted(_textures(pair[::-1], rng)), masks, mapping)
+    assert reference.scores(image, masks, mapping) == {r: p.score for r, p in right.items()}
+    for r in mapping:
+        assert right[r].own > 0.6 and right[r].other < 0.1, right
+        assert mix[r].own > 0.2 and mix[r].other > right[r].other + 0.4, (right, mix)
+        assert mix[r].score < right[r].score - 0.4, (right, mix)
+
+
 def test_ideal_composite_puts_each_style_region_in_its_content_region_and_scores_what_the_shape_allows():
     pair = PAIRS[0]
     style, style_masks, masks, _, _ = _case(pair)

@@ -27,6 +27,7 @@ optimiser found, noise included. These measures look at the pixels instead:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -134,11 +135,29 @@ def _presence(log_spectrum: np.ndarray, style: np.ndarray, weights: np.ndarray) 
     return float((weights * log_spectrum).sum() / max((weights * style).sum(), 1e-6))
 
 
+def _presences(log_spectrum: np.ndarray, own: int, style_spectra: list[np.ndarray],
+               weights: list[np.ndarray]) -> tuple[float, float]:
+    """(Presence of the own style region's peaks, mean presence of the other regions' peaks)."""
+    others = [_presence(log_spectrum, style_spectra[o], weights[o]) for o in range(len(style_spectra)) if o != own]
+    return _presence(log_spectrum, style_spectra[own], weights[own]), float(np.mean(others))
+
+
 def _selectivity(log_spectrum: np.ndarray, own: int, style_spectra: list[np.ndarray],
                  weights: list[np.ndarray]) -> float:
     """Presence of the own style region's peaks minus the mean presence of the other regions' peaks."""
-    others = [_presence(log_spectrum, style_spectra[o], weights[o]) for o in range(len(style_spectra)) if o != own]
-    return _presence(log_spectrum, style_spectra[own], weights[own]) - float(np.mean(others))
+    present, other = _presences(log_spectrum, own, style_spectra, weights)
+    return present - other
+
+
+@dataclass(frozen=True)
+class StructureParts:
+    """A region's structure score and the two presences it is made of: a score can fall short for want
+    of the mapped style region's peaks (``own`` low) or because the region also has energy where the
+    other style regions have theirs (``other`` high; e.g. the content's own edges and shading)."""
+
+    own: float
+    other: float
+    score: float
 
 
 class StructureReference:
@@ -158,14 +177,19 @@ class StructureReference:
     def scores(self, output: np.ndarray, content_masks: np.ndarray, mapping: dict[int, int]) -> dict[int, float]:
         """{content region: its structure score} for every mapped content region ({} when the style
         has one region: there is nothing to tell apart)."""
+        return {r: p.score for r, p in self.parts(output, content_masks, mapping).items()}
+
+    def parts(self, output: np.ndarray, content_masks: np.ndarray,
+              mapping: dict[int, int]) -> dict[int, StructureParts]:
+        """{content region: its score with the presences it is made of} (see ``scores``)."""
         if len(self.spectra) < 2:
             return {}
         regions = region_spectra(output, [content_masks[r] for r in mapping], self.frequencies)
-        scores = {}
+        parts = {}
         for (r, s), spectrum in zip(mapping.items(), regions):
-            region = np.log(whiten(spectrum, self.frequencies))
-            scores[r] = _selectivity(region, s, self.spectra, self.weights) / max(self.selectivity[s], 1e-6)
-        return scores
+            own, other = _presences(np.log(whiten(spectrum, self.frequencies)), s, self.spectra, self.weights)
+            parts[r] = StructureParts(own, other, (own - other) / max(self.selectivity[s], 1e-6))
+        return parts
 
 
 def structure_scores(output: np.ndarray, content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
