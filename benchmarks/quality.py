@@ -201,6 +201,10 @@ def print_scales(name: str, seconds: float, scales: list[dict]) -> None:
               f"{s['seconds']:.1f} s, {s['seconds_per_iteration']:.2f} s each", flush=True)
 
 
+def _presences(parts: dict[int, quality.StructureParts]) -> dict[str, dict[str, float]]:
+    return {str(r): {"own": round(p.own, 3), "other": round(p.other, 3)} for r, p in parts.items()}
+
+
 def measure(case: Case, reference: quality.StructureReference, final: np.ndarray, styled: np.ndarray,
             style_normalised: np.ndarray, palette: str, independent) -> dict:
     parts = reference.parts(final, case.content_masks, case.mapping)
@@ -215,12 +219,10 @@ def measure(case: Case, reference: quality.StructureReference, final: np.ndarray
                                        case.style_masks, GRAM_LAYERS)
     gram = min(min(d[r, o] for o in range(d.shape[1]) if o != s) / max(d[r, s], 1e-12)
                for r, s in case.mapping.items())
-    ideal = reference.parts(quality.ideal_composite(case.content_masks, case.style, case.style_masks, case.mapping),
-                            case.content_masks, case.mapping)
-    presences = lambda found: {str(r): {"own": round(p.own, 3), "other": round(p.other, 3)} for r, p in found.items()}
+    ideal = quality.ceiling_parts(case.content_masks, case.style, case.style_masks, case.mapping, reference)
     return {"structure": {str(r): round(v, 3) for r, v in structure.items()},
             "structure_ceiling": {str(r): round(p.score, 3) for r, p in ideal.items()},
-            "presence": presences(parts), "presence_ceiling": presences(ideal),
+            "presence": _presences(parts), "presence_ceiling": _presences(ideal),
             "structure_min": round(min(structure.values()), 3),
             "noise": round(quality.noise_ratio(final, case.content, case.style), 3),
             "palette_asked": [round(v, 2) for v in asked], "palette_other": [round(v, 2) for v in other],

@@ -218,13 +218,19 @@ def ideal_composite(content_masks: np.ndarray, style: np.ndarray, style_masks: n
     return ideal
 
 
-def structure_ceiling(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
-                      mapping: dict[int, int], reference: StructureReference | None = None) -> dict[int, float]:
-    """{content region: the structure score of the ideal composite} (see ``ideal_composite``): what the
-    content regions' shapes allow."""
+def ceiling_parts(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
+                  mapping: dict[int, int], reference: StructureReference | None = None) -> dict[int, StructureParts]:
+    """{content region: the ideal composite's score and presences} (see ``ideal_composite``)."""
     ideal = ideal_composite(content_masks, style, style_masks, mapping)
     reference = reference or StructureReference(style, style_masks, ideal.shape[-2:])
-    return reference.scores(ideal, content_masks, mapping)
+    return reference.parts(ideal, content_masks, mapping)
+
+
+def structure_ceiling(content_masks: np.ndarray, style: np.ndarray, style_masks: np.ndarray,
+                      mapping: dict[int, int], reference: StructureReference | None = None) -> dict[int, float]:
+    """{content region: the structure score of the ideal composite}: what the content regions' shapes
+    allow."""
+    return {r: p.score for r, p in ceiling_parts(content_masks, style, style_masks, mapping, reference).items()}
 
 
 def high_frequency_share(image: np.ndarray) -> float:
