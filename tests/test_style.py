@@ -15,7 +15,7 @@ from pst_core.segmentation.masks import resize_masks
 from pst_core.style.mapping import map_regions
 from pst_core.segmentation.cluster_layer import cluster_layers
 from pst_core.segmentation.segment import segment_image
-from pst_core.style.style_transfer import _Objective, transfer
+from pst_core.style.style_transfer import _Objective, _initial, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.features import load_vgg
 
@@ -321,6 +321,23 @@ def test_adam_multiscale_noise_init_is_seeded(vgg):
     assert not np.array_equal(a.image, c.image)
 
 
+def test_blurred_start_keeps_the_layout_and_drops_the_detail():
+    # Two halves (0.2 and 0.8) under a checkerboard of one-pixel cells: the layout is what the start
+    # keeps, the checkerboard (detail finer than the factor) what it leaves for the style to draw.
+    rows, cols = np.mgrid[0:32, 0:32]
+    image = np.where(cols < 16, 0.2, 0.8) + 0.1 * np.where((rows + cols) % 2, 1.0, -1.0)
+    content = torch.tensor(np.repeat(image[None, None], 3, axis=1), dtype=torch.float32)
+    style = torch.rand(1, 3, 40, 40)
+    plain = _initial(StyleTransferParams(init_blur=1), content, style)
+    assert torch.equal(plain, content) and plain is not content
+    start = _initial(StyleTransferParams(init_blur=4), content, style)[0, 0].numpy()
+    assert start.shape == (32, 32)
+    assert abs(start[:, :8].mean() - 0.2) < 0.01 and abs(start[:, 24:].mean() - 0.8) < 0.01
+    assert np.abs(np.diff(start[:, :8], axis=1)).max() < 0.01  # was 0.2 between every pair of neighbours
+    styled = _initial(StyleTransferParams(init="style", init_blur=4), content, style)
+    assert styled.shape == content.shape and styled.std() < style.std() / 2
+
+
 def test_a_region_of_a_few_deep_pixels_keeps_the_loss_finite(vgg):
     # The demo pair at 32 px segments the content into a region of 0.04 px; at relu5_1 (2x2) its
     # 512x512 covariance products made float32 eigvalsh return NaN (pst run stopped at iteration 1).
@@ -388,7 +405,8 @@ def test_colour_normalised_transfer_restores_the_content_palette(vgg):
 def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
     """A normalised image can leave [0, 1]; clipping it there would make the inverse colour transform
     bend those colours (a yellow sun came back lime green). With no iterations the output is the
-    normalised content, so restoring the palette must give back the content itself."""
+    normalised content (started as it is, not blurred), so restoring the palette must give back the
+    content itself."""
     from pst_core.color.normalize import normalize_pair, restore_palette
 
     content, cm = disk_scene(32)
@@ -396,7 +414,7 @@ def test_transfer_keeps_normalised_colours_outside_the_unit_cube(vgg):
     style, sm = two_texture_style(32)
     cn, sn, t = normalize_pair(content, style, "linear", "content_to_style")
     assert cn.min() < -0.01 or cn.max() > 1.01  # the case in question
-    out = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=0, mapping={0: 0, 1: 1}))
+    out = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=0, init_blur=1, mapping={0: 0, 1: 1}))
     assert np.abs(restore_palette(out.image, t, "content") - content).max() < 1e-4
     styled = transfer(cn, sn, cm, sm, vgg, StyleTransferParams(iterations=5, mapping={0: 0, 1: 1})).image
     low = np.minimum(cn.min((1, 2)), sn.min((1, 2))).clip(None, 0)[:, None, None]

@@ -29,7 +29,7 @@ PRESETS: dict[str, dict] = {
         "style_transfer": {"loss": "gram", "optimizer": "lbfgs", "pooling": "average", "min_size": 0, "tv_weight": 0.0,
                            "iterations": 500, "style_weight": 10.0, "content_layers": ["relu4_2"],
                            "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
-                           "init": "content"},
+                           "init": "content", "init_blur": 1},
     },
     "default": {
         "cluster_layer": ClusterLayerParams().model_dump(),

@@ -234,6 +234,12 @@ class StyleTransferParams(StageParams):
     scale_iterations: int | None = Field(100, ge=0, description="Iterations at each coarser scale (null: as many "
                                                                 "as at the final scale)")
     init: Literal["content", "style", "noise"] = Field("content", description="Starting image: content, style or noise")
+    # 4 (was 1): the photos' foregrounds lift at both sizes (bsds153077 0.46-0.51 -> 0.58-0.59 at 256 px,
+    # 0.47-0.54 -> 0.64 at 512 px), horse001's noise at 512 px falls from 1.48x to 0.71x
+    # (benchmarks/quality.py); 2, 3 and 8 lifted less (the swimmer 0.48, 0.53, 0.48).
+    init_blur: int = Field(4, ge=1, le=64, description="The starting image (content or style) downsampled by this "
+                                                       "factor and back: its layout and colours without its detail, "
+                                                       "which the style then draws (1: the image as it is)")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
     # 256 and 25 (were 1024 and 50): at 512 px blobs-orientation's structure stays 0.84 / 0.82 while its

@@ -248,12 +248,17 @@ def _scale_sizes(size: tuple[int, int], min_size: int) -> list[tuple[int, int]]:
 
 
 def _initial(params: StyleTransferParams, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    if params.init == "content":
-        return content.clone()
-    if params.init == "style":
-        return _resize(style, content.shape[-2:]).clone()
-    generator = torch.Generator().manual_seed(params.seed)
-    return torch.rand(content.shape, generator=generator).to(content)
+    if params.init == "noise":
+        generator = torch.Generator().manual_seed(params.seed)
+        return torch.rand(content.shape, generator=generator).to(content)
+    image = content if params.init == "content" else _resize(style, content.shape[-2:])
+    if params.init_blur == 1:
+        return image.clone()
+    # Like STROTSS's start from the content's coarsest pyramid level: the content's own detail (a
+    # swimmer's muscles and shading) would hold the share of each region's contrast that its style needs.
+    small = [max(1, n // params.init_blur) for n in image.shape[-2:]]
+    coarse = F.interpolate(image, size=small, mode="area")  # the mean of each factor x factor block
+    return F.interpolate(coarse, size=image.shape[-2:], mode="bicubic", align_corners=False)
 
 
 class _Average:
