@@ -53,6 +53,9 @@ def test_style_layer_weights_replan_the_transfer_only_and_leave_default_keys_as_
     # Stores written before the parameter existed keep their transfers: equal weights are not in the key.
     default = style_transfer_spec(config.style_transfer, "c", "r", "s")
     assert "style_layer_weights" not in default.params and "style_weight" in default.params
+    # So do the imagenet preset's (the start as it is): init_blur=1 is not in the key, the default 4 is.
+    classic = style_transfer_spec(config.style_transfer.model_copy(update={"init_blur": 1}), "c", "r", "s")
+    assert "init_blur" not in classic.params and default.params["init_blur"] == 4
 
 
 def test_segmentation_at_segment_size_is_planned_and_its_keys_are_the_ones_written(images, tmp_path):

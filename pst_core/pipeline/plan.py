@@ -122,12 +122,17 @@ def fuse_segmentation_spec(params: FuseParams, indicator_keys: dict[str, str], i
     return KeySpec("fuse_segmentation", {"k": 1} if params.k == 1 else params.model_dump(), inputs)
 
 
+# Transfer parameters added after stores were written, with the value that reproduces the earlier code:
+# equal layer weights, and the start image as it is.
+_ADDED_LATER = {"style_layer_weights": {}, "init_blur": 1}
+
+
 def style_transfer_spec(params: StyleTransferParams, color_key: str, content_regions_key: str,
                         style_regions_key: str) -> KeySpec:
-    # Equal layer weights (the default) leave the key as it was before style_layer_weights existed, so
-    # stored transfers stay valid.
-    unset = {"style_layer_weights"} if not params.style_layer_weights else None
-    return KeySpec("style_transfer", params.model_dump(mode="json", exclude=unset),
+    # A parameter added after transfers were stored stays out of the key at the value that does what the
+    # code did before it existed, so those stored transfers stay valid.
+    unset = {name for name, before in _ADDED_LATER.items() if getattr(params, name) == before}
+    return KeySpec("style_transfer", params.model_dump(mode="json", exclude=unset or None),
                    {"normalised": color_key, "content_regions": content_regions_key, "style_regions": style_regions_key})
 
 
