@@ -20,6 +20,9 @@ pipeline's own code (colour normalisation, transfer, exact inverse) minus the st
   own edges and shading show there), the output's beside the ideal composite's;
 - noise: share of luminance energy above 0.35 cycles/pixel against the larger of the inputs'
   (target <= 1.5);
+- fringe: the largest, over regions, of a region's fine detail in a band just outside its neighbours
+  against its interior's, beside the ideal composite's (a halo of one region's style round another
+  shows as more than the composite's; no target in #12, reported since confine_regions);
 - palette: Lab sliced-Wasserstein distance of each output region to the palette asked for
   (unnormalize.palette: the content region's colours, or the style region's) and to the other one;
 - gram: Gram distances measured with a VGG19 of another random seed (1) than the one optimised (0):
@@ -220,13 +223,25 @@ def measure(case: Case, reference: quality.StructureReference, final: np.ndarray
     gram = min(min(d[r, o] for o in range(d.shape[1]) if o != s) / max(d[r, s], 1e-12)
                for r, s in case.mapping.items())
     ideal = quality.ceiling_parts(case.content_masks, case.style, case.style_masks, case.mapping, reference)
+    composite = quality.ideal_composite(case.content_masks, case.style, case.style_masks, case.mapping)
+    fringe, fringe_ideal = (quality.fringe_ratios(image, case.content_masks) for image in (final, composite))
     return {"structure": {str(r): round(v, 3) for r, v in structure.items()},
             "structure_ceiling": {str(r): round(p.score, 3) for r, p in ideal.items()},
             "presence": _presences(parts), "presence_ceiling": _presences(ideal),
             "structure_min": round(min(structure.values()), 3),
             "noise": round(quality.noise_ratio(final, case.content, case.style), 3),
+            "fringe": {str(r): round(v, 3) for r, v in fringe.items()},
+            "fringe_ideal": {str(r): round(v, 3) for r, v in fringe_ideal.items()},
             "palette_asked": [round(v, 2) for v in asked], "palette_other": [round(v, 2) for v in other],
             "gram_other_over_own": round(float(gram), 3)}
+
+
+def _fringe(row: dict) -> str:
+    """The output's largest fringe over the ideal composite's, or '-' where no region can be measured."""
+    if not row["fringe"]:
+        return "-"
+    worst = max(row["fringe"], key=row["fringe"].get)
+    return f"{row['fringe'][worst]:.2f}/{row['fringe_ideal'].get(worst, float('nan')):.2f}"
 
 
 def scored_snapshots(case: Case, reference: quality.StructureReference, timeline):
@@ -292,7 +307,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"quality {args.label}: weights={args.weights} {' '.join(args.set)}")
     print(f"{'case':24s} {'px':>4s} {'run':5s} {'structure':>16s} {'min':>6s} {'noise':>6s} {'palette':>13s} "
-          f"{'gram':>5s} {'s':>6s} {'to-q s@it':>9s} {'ceiling':>12s}")
+          f"{'gram':>5s} {'fringe':>9s} {'s':>6s} {'to-q s@it':>9s} {'ceiling':>12s}")
     for size in args.sizes:
         for case in cases(size, args.cases):
             outputs = {}
@@ -327,7 +342,8 @@ def main(argv=None) -> int:
                 structure = " ".join(f"{v:5.2f}" for v in row["structure"].values())
                 palette = f"{np.mean(row['palette_asked']):5.1f}/{np.mean(row['palette_other']):5.1f}"
                 print(f"{case.name:24s} {size:4d} {run:5s} {structure:>16s} {row['structure_min']:6.2f} "
-                      f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {seconds:6.0f} "
+                      f"{row['noise']:6.2f} {palette:>13s} {row['gram_other_over_own']:5.2f} {_fringe(row):>9s} "
+                      f"{seconds:6.0f} "
                       f"{ttq:>9s} {' '.join(f'{v:5.2f}' for v in row['structure_ceiling'].values()):>12s}",
                       flush=True)
                 if args.parts:

@@ -103,6 +103,25 @@ def test_noise_share_tells_noise_from_structure():
     assert quality.noise_ratio(np.clip(grating + 0.25 * (noise - 0.5), 0, 1), grating, grating) > 5
 
 
+def test_fringe_finds_a_halo_of_speckle_round_a_region():
+    """Dots in a ground round a striped disk: clean up to the disk's edge, the ground's band is like its
+    interior (about 1); speckle drawn into a ring just outside the disk shows (well above 1), and the
+    same speckle over the whole ground does not."""
+    rng = np.random.default_rng(4)
+    labels = synthetic.layout("disk", (SIZE, SIZE))
+    masks = synthetic.label_masks(labels)
+    clean = synthetic.mosaic(labels, [synthetic.texture("stripes", (SIZE, SIZE), 14),
+                                      synthetic.texture("dots", (SIZE, SIZE), 10)], [(0.7, 0.6, 0.4), (0.2, 0.3, 0.6)])
+    speckle = 0.3 * rng.standard_normal((SIZE, SIZE))
+    near_disk = (quality._box_sum(masks[0].astype(np.int64), 6) > 0) & (masks[1] > 0.5)
+    ringed = np.clip(clean + speckle * near_disk, 0, 1)
+    everywhere = np.clip(clean + speckle * (masks[1] > 0.5), 0, 1)
+    ground = 1  # the disk's interior is its own: it has one too, but no halo was drawn there
+    assert 0.7 < quality.fringe_ratios(clean, masks)[ground] < 1.4
+    assert quality.fringe_ratios(ringed, masks)[ground] > 3
+    assert 0.7 < quality.fringe_ratios(everywhere, masks)[ground] < 1.4
+
+
 def test_palette_distance_is_zero_for_the_same_colours_and_grows_with_difference():
     rng = np.random.default_rng(2)
     mask = np.ones((32, 32), np.float32)

@@ -17,6 +17,8 @@ optimiser found, noise included. These measures look at the pixels instead:
 
   and the score divides it by the style region's own selectivity: 1.0 = as distinct as the style,
   0 = none of it (featureless, or an even mix of the textures), negative = the wrong texture.
+- **fringe**: a region's fine detail in a band just outside its neighbours against its interior's
+  (1.0 = its border band is like the rest of it; more = a halo of the neighbour's style round it).
 - **noise**: the share of luminance energy above 0.35 cycles/pixel, against the larger of the
   content's and the style's share (1.0 = no more fine-grained than the inputs).
 - **palette**: sliced Wasserstein distance in CIE Lab between an output region's colours and the
@@ -101,11 +103,16 @@ def _erode(hard: np.ndarray, r: int) -> np.ndarray:
     counts as outside (the mirrored padding is not the texture). A box sum from the summed-area table:
     the same as a square erosion, in constant time per pixel (at 2048 px the outermost filters'
     squares are about 1,300 px wide)."""
+    return (_box_sum(np.asarray(hard, np.int64), r) == (2 * r + 1) ** 2).astype(np.float32)
+
+
+def _box_sum(values: np.ndarray, r: int) -> np.ndarray:
+    """The sum of ``values`` over the (2r+1)^2 square round each pixel (zero outside the image), from
+    the summed-area table."""
     k = 2 * r + 1
-    table = np.zeros((hard.shape[0] + 2 * r + 1, hard.shape[1] + 2 * r + 1), np.int64)
-    table[1:, 1:] = np.pad(hard, r).cumsum(0).cumsum(1)
-    box = table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]
-    return (box == k * k).astype(np.float32)
+    table = np.zeros((values.shape[0] + k, values.shape[1] + k), values.dtype)
+    table[1:, 1:] = np.pad(values, r).cumsum(0).cumsum(1)
+    return table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]
 
 
 def whiten(spectrum: np.ndarray, frequencies: np.ndarray, orientations: int = _ORIENTATIONS) -> np.ndarray:
@@ -242,6 +249,30 @@ def high_frequency_share(image: np.ndarray) -> float:
     radius = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
     power[0, 0] = 0
     return float(power[radius > NOISE_CUTOFF].sum() / max(power.sum(), 1e-20))
+
+
+FRINGE_BAND = (3, 10, 16)  # px at 256 px: the band 3-10 px outside the other regions; the interior beyond 16
+
+
+def fringe_ratios(image: np.ndarray, masks: np.ndarray) -> dict[int, float]:
+    """Per region, its fine detail (luminance minus its 3x3 mean, squared) in a band just outside the
+    other regions, over the same in its interior: 1 = the band is like the rest of the region; a halo
+    of a neighbour's style drawn into it (speckle round a silhouette) shows as more. Distances are
+    FRINGE_BAND at 256 px, scaled with the image; a region with too small an interior (under a tenth
+    of its pixels) or band (16 px) to compare is left out."""
+    lum = np.asarray(luminance(image), np.float64)  # the summed-area table needs double precision
+    mean = _box_sum(lum, 1) / _box_sum(np.ones_like(lum), 1)
+    detail = (lum - mean) ** 2
+    near, far, inner = (max(1, round(d * max(lum.shape) / 256)) for d in FRINGE_BAND)
+    hard = np.asarray(masks) > 0.5
+    out = {}
+    for r, own in enumerate(hard):
+        others = np.delete(hard, r, axis=0).any(0).astype(np.int64)
+        band = own & (_box_sum(others, far) > 0) & (_box_sum(others, near) == 0)
+        interior = own & (_box_sum(others, inner) == 0)
+        if interior.sum() >= max(16, 0.1 * own.sum()) and band.sum() >= 16:
+            out[r] = float(detail[band].mean() / max(detail[interior].mean(), 1e-20))
+    return out
 
 
 def noise_ratio(output: np.ndarray, content: np.ndarray, style: np.ndarray) -> float:
