@@ -56,6 +56,9 @@ def test_style_layer_weights_replan_the_transfer_only_and_leave_default_keys_as_
     # So do the imagenet preset's (the start as it is): init_blur=1 is not in the key, the default 4 is.
     classic = style_transfer_spec(config.style_transfer.model_copy(update={"init_blur": 1}), "c", "r", "s")
     assert "init_blur" not in classic.params and default.params["init_blur"] == 4
+    # And unconfined regions (the preset's, and the code's before confine_regions): out; the default, in.
+    unconfined = style_transfer_spec(config.style_transfer.model_copy(update={"confine_regions": False}), "c", "r", "s")
+    assert "confine_regions" not in unconfined.params and default.params["confine_regions"] is True
 
 
 def test_segmentation_at_segment_size_is_planned_and_its_keys_are_the_ones_written(images, tmp_path):

@@ -275,6 +275,28 @@ def test_style_layer_weights_share_a_regions_style_weight(vgg):
         StyleTransferParams(style_layer_weights={"relu9_1": 1.0})
 
 
+@pytest.mark.parametrize("confine", [True, False])
+def test_confined_regions_move_only_their_own_pixels(vgg, confine):
+    """Region 1's losses (here: a 5x heavier style weight) change the gradient only on region 1's
+    pixels when confined; unconfined, its deep statistics also push the pixels of region 0 beside it."""
+    content, soft = disk_scene(48)
+    cm = (soft > 0.5).astype(np.float32)  # hard masks: a confined region's gradient is exactly 0 outside it
+    style, sm = two_texture_style(48)
+    c, s = torch.tensor(content)[None], torch.tensor(style)[None]
+    x = (c + 0.05 * torch.randn(c.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    grads = []
+    for weight in (1.0, 5.0):
+        params = StyleTransferParams(confine_regions=confine, tv_weight=0.0, mapping={0: 0, 1: 1},
+                                     regions={1: RegionSettings(style_weight=30.0 * weight)})
+        grads.append(_Objective(vgg, c, s, torch.tensor(cm), torch.tensor(sm), {0: 0, 1: 1}, params)
+                     .value_and_grad(x)[1])
+    change = (grads[1] - grads[0]).abs().amax(1)[0]
+    in_zero, in_one = torch.tensor(cm[0] == 1), torch.tensor(cm[1] == 1)
+    assert float(change[in_one].max()) > 1e-3 * float(grads[0].abs().max())  # region 1's own pixels move
+    outside = float(change[in_zero].max())
+    assert (outside == 0.0) if confine else (outside > 1e-3 * float(grads[0].abs().max())), outside
+
+
 def test_losses_need_no_retuning_across_image_sizes(vgg):
     """Statistics are means over a region and losses relative to their targets: the same scene at
     32, 64 and 128 px gives losses of the same size (a sum over pixels would grow 16x)."""

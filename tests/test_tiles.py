@@ -61,16 +61,19 @@ def test_grid_covers_the_image_once_on_the_pooling_grid():
     assert tiles.grid((100, 70), None, 16) == tiles.grid((100, 70), 128, 16) == [whole]
 
 
-@pytest.mark.parametrize("loss, layers, tile", [("meancov", SHALLOW, 32), ("gram", SHALLOW, 32),
-                                                 ("meancov", StyleTransferParams().style_layers, 64)])
-def test_tiled_loss_and_gradient_equal_the_whole_images(vgg, loss, layers, tile):
+@pytest.mark.parametrize("loss, layers, tile, confine", [("meancov", SHALLOW, 32, True), ("gram", SHALLOW, 32, True),
+                                                          ("meancov", StyleTransferParams().style_layers, 64, True),
+                                                          ("meancov", SHALLOW, 32, False)])
+def test_tiled_loss_and_gradient_equal_the_whole_images(vgg, loss, layers, tile, confine):
     """Every region's statistics summed over tiles, the content loss too: the same objective, so the
-    same value and gradient (up to rounding), with per-region settings, a kept region and TV."""
+    same value and gradient (up to rounding), with per-region settings, a kept region and TV, each
+    region's gradient confined to its pixels or not."""
     content, cm = disk_scene(96)
     style, sm = two_texture_style(80)
     c, s = torch.tensor(content)[None], torch.tensor(style)[None]
     x = (c + 0.05 * torch.randn(c.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     params = StyleTransferParams(loss=loss, style_layers=layers, tv_weight=0.5, mapping={0: 1, 1: 0},
+                                 confine_regions=confine,
                                  regions={1: RegionSettings(style_weight=3.0, style_layers=["relu2_1"])})
     args = (vgg, c, s, torch.tensor(cm), torch.tensor(sm), {0: 1, 1: 0}, params)
     want, want_grad = _Objective(*args).value_and_grad(x)

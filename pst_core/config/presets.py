@@ -6,8 +6,9 @@
 - ``default``: our tuned defaults (those of config.py), spelled out.
 - ``imagenet``: pretrained VGG19 with the classic transfer settings of the literature (Gatys et al.
   2016: Gram matrices of relu1_1..relu5_1, content relu4_2, L-BFGS from the content image, average
-  pooling as they recommend for synthesis, one scale). Our defaults were tuned on seeded random
-  weights, the only ones to be had offline; this preset has not been tuned here.
+  pooling as they recommend for synthesis, one scale, guided losses whose gradients reach every
+  pixel). Our defaults were tuned on seeded random weights, the only ones to be had offline; this
+  preset has not been tuned here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ PRESETS: dict[str, dict] = {
         "style_transfer": {"loss": "gram", "optimizer": "lbfgs", "pooling": "average", "min_size": 0, "tv_weight": 0.0,
                            "iterations": 500, "style_weight": 10.0, "content_layers": ["relu4_2"],
                            "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
-                           "init": "content", "init_blur": 1},
+                           "init": "content", "init_blur": 1, "confine_regions": False},
     },
     "default": {
         "cluster_layer": ClusterLayerParams().model_dump(),

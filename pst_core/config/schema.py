@@ -240,6 +240,11 @@ class StyleTransferParams(StageParams):
     init_blur: int = Field(4, ge=1, le=64, description="The starting image (content or style) downsampled by this "
                                                        "factor and back: its layout and colours without its detail, "
                                                        "which the style then draws (1: the image as it is)")
+    # True (new): the fringe of speckle round a region (the swimmer in the dotted background) goes;
+    # one more backward pass per region after the first (benchmarks/quality.py, README).
+    confine_regions: bool = Field(True, description="Each region's losses move only its own pixels (no halo of one "
+                                                    "region's style round another; one more backward pass per "
+                                                    "region after the first)")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
     # 256 and 25 (were 1024 and 50): at 512 px blobs-orientation's structure stays 0.84 / 0.82 while its

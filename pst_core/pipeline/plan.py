@@ -123,8 +123,8 @@ def fuse_segmentation_spec(params: FuseParams, indicator_keys: dict[str, str], i
 
 
 # Transfer parameters added after stores were written, with the value that reproduces the earlier code:
-# equal layer weights, and the start image as it is.
-_ADDED_LATER = {"style_layer_weights": {}, "init_blur": 1}
+# equal layer weights, the start image as it is, and every region's gradient reaching every pixel.
+_ADDED_LATER = {"style_layer_weights": {}, "init_blur": 1, "confine_regions": False}
 
 
 def style_transfer_spec(params: StyleTransferParams, color_key: str, content_regions_key: str,

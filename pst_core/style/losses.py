@@ -187,12 +187,12 @@ class MaskedStyleLoss:
     """One style statistic of one layer, between a content region and its mapped style region.
 
     Called with every layer's region statistics, {layer: [(mean, gram) per region]}; ``slot`` is this
-    region's place among its layer's regions. The statistics may come from the whole image at once or
-    be summed over tiles: the loss is the same.
+    region's place among its layer's regions, ``region`` the content region it belongs to. The
+    statistics may come from the whole image at once or be summed over tiles: the loss is the same.
     """
 
-    def __init__(self, layer: str, statistic, weight: float, slot: int = 0):
-        self.layer, self.statistic, self.weight, self.slot = layer, statistic, weight, slot
+    def __init__(self, layer: str, statistic, weight: float, slot: int = 0, region: int = 0):
+        self.layer, self.statistic, self.weight, self.slot, self.region = layer, statistic, weight, slot, region
 
     def __call__(self, statistics: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]) -> torch.Tensor:
         return self.weight * self.statistic(*statistics[self.layer][self.slot])
@@ -205,8 +205,9 @@ class ContentLoss:
     share of the loss, so the shares of all tiles add up to the whole image's loss.
     """
 
-    def __init__(self, layer: str, target: torch.Tensor, weight_map: torch.Tensor):
+    def __init__(self, layer: str, target: torch.Tensor, weight_map: torch.Tensor, region: int = 0):
         self.layer, self.target, self.weight_map = layer, target, weight_map  # (1,C,h,w), (1,1,h,w)
+        self.region = region  # the content region whose pixels the weight map covers
         self.scale = target.square().mean().clamp_min(1e-12)
         self.count = target.numel()
 
