@@ -105,6 +105,7 @@ class _Objective:
                                     style.dtype)
         self.style_losses = [MaskedStyleLoss(layer, STATISTICS[params.loss](*target_statistics[layer][slot]), weight,
                                              slot, r) for slot, layer, weight, r in wanted]
+        self.owners = {layer: [r for _, l, _, r in wanted if l == layer] for layer in self.regions}  # per slot
 
         c_feats = tiles.features(vgg, content, params.content_layers, self._tiles(content.shape[-2:], moved=False))
         cweights = torch.tensor([s.content_weight if s.content_weight is not None else params.content_weight
@@ -187,8 +188,7 @@ class _Objective:
             kept = None
             parts = []  # (region, this tile's share of its loss)
             for layer, stats in shares.items():
-                owners = [loss.region for loss in self.style_losses if loss.layer == layer]
-                for r, (m, g), (leaf_m, leaf_g) in zip(owners, stats, leaves[layer]):
+                for r, (m, g), (leaf_m, leaf_g) in zip(self.owners[layer], stats, leaves[layer]):
                     if leaf_g.grad is not None:
                         parts.append((r, (g * leaf_g.grad).sum()))
                     if leaf_m.grad is not None:
