@@ -133,7 +133,7 @@ def _reset_peak() -> None:
         refs.write("5")
 
 
-def _rss_child(size: int, iterations: int, device: str, budget: float, tile: int | None) -> None:
+def _rss_child(size: int, iterations: int, device: str, budget: float, tile: int | None, confine: bool) -> None:
     """One transfer at ``size`` px (one scale, two hand-drawn-like regions each side), its memory
     measured part by part, and what the model says of the same run."""
     from pst_core.style import memory
@@ -145,7 +145,7 @@ def _rss_child(size: int, iterations: int, device: str, budget: float, tile: int
     style, sm = two_texture_style(size)
     inputs = _rss() - base
     params = StyleTransferParams(iterations=iterations, min_size=0, mapping={0: 0, 1: 1}, memory_budget=budget,
-                                 tile_size=tile)
+                                 tile_size=tile, confine_regions=confine)
     stamps: list[tuple[float, float, float]] = []  # per iteration: time, resident, peak during it
 
     def progress(_):
@@ -181,14 +181,16 @@ def _rss_child(size: int, iterations: int, device: str, budget: float, tile: int
         "gpu_peak": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None}))
 
 
-def memory(sizes: list[int], iterations: int, device: str, budget: float, tile: int | None) -> None:
+def memory(sizes: list[int], iterations: int, device: str, budget: float, tile: int | None, confine: bool) -> None:
     gib = 2 ** 30
     print(f"\n== peak RSS and seconds per iteration: two regions each side, one scale, L-BFGS, {iterations} "
-          f"iterations, memory_budget={budget:g} GiB{f', tile_size={tile}' if tile else ''}, fresh process per size")
+          f"iterations, memory_budget={budget:g} GiB{f', tile_size={tile}' if tile else ''}, "
+          f"confine_regions={str(confine).lower()}, fresh process per size")
     for size in sizes:
         command = [sys.executable, __file__, "--rss-child", str(size), "--rss-iterations", str(iterations),
                    "--threads", str(torch.get_num_threads()), "--device", device, "--rss-budget", str(budget)]
         command += ["--rss-tile", str(tile)] if tile else []
+        command += [] if confine else ["--rss-unconfined"]
         out = subprocess.run(command, capture_output=True, text=True)
         if out.returncode:
             print(f"  {size} px: failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
@@ -224,6 +226,8 @@ def main() -> None:
     parser.add_argument("--rss-budget", type=float, default=StyleTransferParams().memory_budget,
                         help="style_transfer.memory_budget for the memory runs (GiB; large: never tiled)")
     parser.add_argument("--rss-tile", type=int, help="style_transfer.tile_size for the memory runs")
+    parser.add_argument("--rss-unconfined", action="store_true",
+                        help="style_transfer.confine_regions=false for the memory runs (its cost against the default)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     # One thread by default: on cores shared with other jobs, every parallel region of a 2-thread run
     # waits for a descheduled thread, which measured here 4x slower than one thread (2 cores, busy).
@@ -236,7 +240,7 @@ def main() -> None:
     except ConfigError as exc:
         parser.error(str(exc))
     if args.rss_child:
-        _rss_child(args.rss_child, args.rss_iterations, device, args.rss_budget, args.rss_tile)
+        _rss_child(args.rss_child, args.rss_iterations, device, args.rss_budget, args.rss_tile, not args.rss_unconfined)
         return
     vgg = load_vgg("random", seed=0, device=device)
     where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
@@ -246,7 +250,7 @@ def main() -> None:
     if args.only in (None, "speed"):
         speed(vgg, args.speed_sizes, args.speed_iterations, args.speed_rounds, device)
     if args.only in (None, "memory"):
-        memory(args.rss_sizes, args.rss_iterations, device, args.rss_budget, args.rss_tile)
+        memory(args.rss_sizes, args.rss_iterations, device, args.rss_budget, args.rss_tile, not args.rss_unconfined)
 
 
 if __name__ == "__main__":
