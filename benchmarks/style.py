@@ -89,10 +89,10 @@ def speed(vgg, sizes: list[int], iterations: int, rounds: int, device: str) -> N
         style, _ = two_texture_style(size)
         x = torch.tensor(content, device=device)[None].requires_grad_(True)
         variants = {
-            "K=1": (np.ones((1, size, size), np.float32), {0: 0}),
-            "K=4 sharp edges": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}),
-            "K=4 soft everywhere": (_soft_quadrants(size, size / 8), {i: i for i in range(4)}),
-            "K=4 sharp, unconfined": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}),
+            "K=1": (np.ones((1, size, size), np.float32), {0: 0}, True),
+            "K=4 sharp edges": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}, True),
+            "K=4 soft everywhere": (_soft_quadrants(size, size / 8), {i: i for i in range(4)}, True),
+            "K=4 sharp, unconfined": (_soft_quadrants(size, 1.0), {i: i for i in range(4)}, False),
         }
         # Wall time, and this process's CPU time (less disturbed by other jobs on the same cores).
         times: dict[str, list[tuple[float, float]]] = {"bare VGG19 fwd+bwd": []} | {k: [] for k in variants}
@@ -103,11 +103,11 @@ def speed(vgg, sizes: list[int], iterations: int, rounds: int, device: str) -> N
                 _bare_step(vgg, x)
             end = _now()
             times["bare VGG19 fwd+bwd"].append(((end[0] - start[0]) / iterations, (end[1] - start[1]) / iterations))
-            for name, (masks, mapping) in variants.items():
+            for name, (masks, mapping, confine) in variants.items():
                 stamps: list[tuple[float, float]] = []
                 # One scale, so that every timed iteration is at this size.
                 params = StyleTransferParams(iterations=iterations + 1, mapping=mapping, min_size=0,
-                                             confine_regions=not name.endswith("unconfined"))
+                                             confine_regions=confine)
                 transfer(content, style, masks, masks, vgg, params, device=device,
                          progress=lambda _: stamps.append(_now()))
                 # The first iteration (setup, warm-up) is left out.
