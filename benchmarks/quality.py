@@ -222,8 +222,8 @@ def measure(case: Case, reference: quality.StructureReference, final: np.ndarray
                                        case.style_masks, GRAM_LAYERS)
     gram = min(min(d[r, o] for o in range(d.shape[1]) if o != s) / max(d[r, s], 1e-12)
                for r, s in case.mapping.items())
-    ideal = quality.ceiling_parts(case.content_masks, case.style, case.style_masks, case.mapping, reference)
     composite = quality.ideal_composite(case.content_masks, case.style, case.style_masks, case.mapping)
+    ideal = reference.parts(composite, case.content_masks, case.mapping)  # quality.ceiling_parts, composite built once
     fringe, fringe_ideal = (quality.fringe_ratios(image, case.content_masks) for image in (final, composite))
     return {"structure": {str(r): round(v, 3) for r, v in structure.items()},
             "structure_ceiling": {str(r): round(p.score, 3) for r, p in ideal.items()},
