@@ -9,13 +9,13 @@ from pst_core.config.overrides import build_config
 from pst_core.config.schema import RegionSettings, StyleTransferParams
 from pst_core.errors import ComputeError, ConfigError
 from pst_core.style.losses import GramLoss, MeanCovLoss, Region, masked_statistics
-from pst_core.inspect.quality import region_style_distances
+from pst_core.inspect.quality import high_frequency_share, region_style_distances
 from pst_core.load import read_image, resize, working_shape
 from pst_core.segmentation.masks import resize_masks
 from pst_core.style.mapping import map_regions
 from pst_core.segmentation.cluster_layer import cluster_layers
 from pst_core.segmentation.segment import segment_image
-from pst_core.style.style_transfer import _Objective, _initial, transfer
+from pst_core.style.style_transfer import _Objective, _initial, binomial_blur, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.features import load_vgg
 
@@ -323,6 +323,33 @@ def test_total_variation_weight_smooths_the_output(vgg):
         image = transfer(content, style, cm, sm, vgg, params).image
         tv.append(float(total_variation(torch.tensor(image)[None])))
     assert tv[1] < 0.5 * tv[0]
+
+
+def test_binomial_blur_is_its_own_adjoint_and_drops_2_px_detail():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 3, 20, 24, generator=g), torch.randn(1, 3, 20, 24, generator=g)
+    # <blur(a), b> = <a, blur(b)>: the blurred gradient is the gradient of the blurred correction.
+    assert torch.allclose((binomial_blur(a) * b).sum(), (a * binomial_blur(b)).sum(), rtol=1e-5)
+    checks = torch.tensor([[(-1.0) ** (i + j) for j in range(24)] for i in range(20)]).expand(1, 3, 20, 24)
+    assert float(binomial_blur(checks)[..., 1:-1, 1:-1].abs().max()) < 1e-6
+    flat = torch.ones(1, 3, 20, 24)
+    assert torch.allclose(binomial_blur(flat)[..., 1:-1, 1:-1], flat[..., 1:-1, 1:-1])
+
+
+def test_fine_scales_take_smooth_updates(vgg):
+    """Above fine_size the iterations sharpen what the coarser scales drew: with smooth_fine_updates
+    what they change has almost no energy at the finest frequencies; without it they add pixel grain."""
+    content, cm = disk_scene(64)
+    style, sm = two_texture_style(64)
+    base = dict(iterations=5, scale_iterations=20, min_size=32, fine_size=32, mapping={0: 0, 1: 1})
+    coarse = transfer(content, style, cm, sm, vgg, StyleTransferParams(**base, fine_iterations=0)).image
+    changes = {}
+    for smooth in (True, False):
+        params = StyleTransferParams(**base, fine_iterations=5, smooth_fine_updates=smooth)
+        changes[smooth] = transfer(content, style, cm, sm, vgg, params).image - coarse
+    assert float(np.abs(changes[True]).mean()) > 0.01  # the fine iterations did move the image
+    shares = {smooth: high_frequency_share(change) for smooth, change in changes.items()}
+    assert shares[True] < 0.2 * shares[False], shares
 
 
 def test_adam_multiscale_noise_init_is_seeded(vgg):

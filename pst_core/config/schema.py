@@ -189,10 +189,11 @@ class RegionSettings(StageParams):
 
 
 class StyleTransferParams(StageParams):
-    version = 6  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling;
+    version = 7  # 2: output spans the normalised inputs' range; 3: averaged iterates, bicubic upscaling;
     # 4: the memory plan counts the pipeline's process (base 1.4 GiB) and trims the heap between scales;
     # fine_iterations 25 -> 5; 5: plans that reuse freed memory come first (2048 px: 1024 px tiles);
-    # 6: a tiled pass counts the tile's extra share (4096 px: 1024 px tiles)
+    # 6: a tiled pass counts the tile's extra share (4096 px: 1024 px tiles); 7: scales above fine_size
+    # take smooth updates with the plain (unconfined) gradient
     sided = False
     iterations: int = Field(150, ge=0, le=100_000, description="Optimiser iterations at the final scale")
     # Losses are relative errors (see pst_core.style.losses), so these need no retuning across sizes;
@@ -242,9 +243,12 @@ class StyleTransferParams(StageParams):
                                                        "which the style then draws (1: the image as it is)")
     # True (new): the fringe of speckle round a region (the swimmer in the dotted background) goes;
     # one more backward pass per region after the first (benchmarks/quality.py, README).
-    confine_regions: bool = Field(True, description="Each region's losses move only its own pixels (no halo of one "
+    confine_regions: bool = Field(True, description="Each region's losses move only its own pixels at the scales up "
+                                                    "to fine_size, where the structure forms (every scale with "
+                                                    "smooth_fine_updates=false; no halo of one "
                                                     "region's style round another; one more backward pass per "
-                                                    "region after the first)")
+                                                    "region after the first: at K=4 each iteration costs 2.5 to "
+                                                    "2.7x K=1's, against 1.07 to 1.13x with false)")
     seed: int = Field(0, ge=0, description="Seed of the noise initialisation")
     snapshot_every: int = Field(0, ge=0, description="Store a snapshot every N iterations of the final scale (0: none)")
     # 256 and 25 (were 1024 and 50): at 512 px blobs-orientation's structure stays 0.84 / 0.82 while its
@@ -258,6 +262,14 @@ class StyleTransferParams(StageParams):
                                                              "fine_iterations iterations: structure forms at the "
                                                              "coarser scales, these add detail (0: no limit)")
     fine_iterations: int = Field(5, ge=0, le=100_000, description="Iterations at each scale above fine_size")
+    # True (new): at 512 px horse007's noise 1.96x -> 0.55x and blobs-orientation's 0.98x -> 0.17x, structure
+    # 0.74 -> 0.74 and 0.73 / 0.81 -> 0.89 / 0.85 (benchmarks/quality.py --sizes 512). Those iterations drew a
+    # 2 px hatching (the network's gradient carries it), and the confined gradient, which is no loss's
+    # gradient, threw L-BFGS's first steps far off (blobs-orientation: magenta streaks, noise 13.7x).
+    smooth_fine_updates: bool = Field(True, description="Above fine_size the image changes only by smooth updates "
+                                                        "(a 3x3 binomial blur of the optimised correction) with the "
+                                                        "plain gradient: those iterations sharpen what the coarser "
+                                                        "scales drew without adding pixel grain")
     memory_budget: float = Field(12.0, ge=0.5, le=65536, description="Peak memory (GiB) the transfer may use: a "
                                                                       "scale that would not fit runs in tiles, with a "
                                                                       "shorter L-BFGS history if need be; a run that "
@@ -265,6 +277,10 @@ class StyleTransferParams(StageParams):
     tile_size: int | None = Field(None, ge=GRID, le=65536, description="Tile side in pixels (a multiple of 16), "
                                                                        "forced; null: the whole image where it fits "
                                                                        "memory_budget, else the largest tile that fits")
+
+    def above_fine_size(self, size: tuple[int, int]) -> bool:
+        """Whether a scale of this (height, width) is above fine_size: few iterations, smooth updates."""
+        return bool(self.fine_size) and max(size) > self.fine_size
 
     @field_validator("content_layers", "style_layers")
     @classmethod

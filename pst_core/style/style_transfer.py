@@ -74,12 +74,13 @@ class _Objective:
     """
 
     def __init__(self, vgg, content, style, cmasks, smasks, mapping, params: StyleTransferParams,
-                 tile: int | None = None, seed: int = 0):
+                 tile: int | None = None, seed: int = 0, confine: bool | None = None):
         settings = [params.regions.get(r, RegionSettings()) for r in range(len(cmasks))]
         style_layers = {r: s.style_layers or params.style_layers for r, s in enumerate(settings)}
         self.layers = sorted(set(params.content_layers).union(*style_layers.values()))
         self.vgg, self.tv_weight, self.tile = vgg, params.tv_weight, tile
-        self.masks, self.confine = cmasks, params.confine_regions
+        self.masks = cmasks
+        self.confine = params.confine_regions if confine is None else confine
         self.margin = tiles.halo(self.layers)
         self.offsets = np.random.default_rng(seed)
 
@@ -362,14 +363,20 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
     for scale, ((size, s_size, steps), plan) in enumerate(zip(schedule, plans)):
         c, s = _resize(c_full, size), _resize(s_full, s_size)
         cm, sm = resize_masks(cm_full, size), resize_masks(sm_full, s_size)
+        # Scales above fine_size sharpen what the coarser ones drew, in a few iterations. With
+        # smooth_fine_updates their updates are smooth (see ``_optimise``) and their gradient the plain
+        # one: the confined gradient is no function's gradient, and L-BFGS's first steps on it overshoot
+        # (the coarser scales' many iterations recover; a handful do not).
+        smooth = params.smooth_fine_updates and params.above_fine_size(size)
         with heap.reuse_freed_memory(plan.reuse_heap):  # where the plan has room: no page faults
-            objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale)
+            objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale,
+                                   confine=params.confine_regions and not smooth)
             kept = [cm[r] for r, st in params.regions.items() if st.keep_content]
             keep = sum(kept[1:], kept[0]) if kept else None
             x = _initial(params, c, s) if x is None else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
             snapshots = bool(params.snapshot_every) and scale == len(schedule) - 1  # at the output's size only
             x = _optimise(objective, x.clamp(low, high), c, keep, (low, high), params, scale, plan, steps, report,
-                          snapshots)
+                          snapshots, smooth)
             del objective  # before the next scale's is built
         heap.release_freed_memory()
 
@@ -401,15 +408,22 @@ class _Report:
 
 def _optimise(objective: _Objective, x: torch.Tensor, content: torch.Tensor, keep: torch.Tensor | None, bounds,
               params: StyleTransferParams, scale: int, plan: memory.ScalePlan, steps: int, report: _Report,
-              snapshots: bool) -> torch.Tensor:
+              snapshots: bool, smooth: bool = False) -> torch.Tensor:
     """``steps`` iterations of one scale from ``x``; the scale's result (keep_content regions pinned to
-    the content). Every iteration is reported, and with ``snapshots`` every params.snapshot_every-th image."""
+    the content). Every iteration is reported, and with ``snapshots`` every params.snapshot_every-th image.
+
+    With ``smooth`` the optimiser's variable is a correction to ``x`` that reaches the image through
+    ``binomial_blur``: the image changes only by smooth updates (nothing at 2 px), the network's gradient
+    reaches the variable through the same blur, and the objective is the same function of the image.
+    """
     low, high = bounds
-    x = x.requires_grad_(True)
+    start = x.detach()
+    x = (torch.zeros_like(start) if smooth else start).requires_grad_(True)
+    through = binomial_blur if smooth else (lambda t: t)
 
     def compose():
         # keep_content regions are pinned to the content: no gradient ever reaches their pixels.
-        image = x.detach()
+        image = start + through(x.detach()) if smooth else x.detach()
         return image if keep is None else keep * content + (1 - keep) * image
 
     if params.optimizer == "lbfgs":
@@ -431,12 +445,12 @@ def _optimise(objective: _Objective, x: torch.Tensor, content: torch.Tensor, kee
                 value = float(losses["total"])
                 raise ComputeError(f"style_transfer: the loss became non-finite ({value}) at scale {scale} "
                                    f"iteration {iteration}; lower style_weight/lr or check the inputs")
-            x.grad = grad if keep is None else grad * (1 - keep)
+            x.grad = through(grad if keep is None else grad * (1 - keep))
             record.update({k: float(v) for k, v in losses.items()})
             return losses["total"]
 
         optimizer.step(closure)
-        if params.optimizer == "adam":
+        if params.optimizer == "adam" and not smooth:  # (a smooth correction is no image to clamp)
             with torch.no_grad():
                 x.clamp_(low, high)  # L-BFGS would take a clamp for a step of its own: its output is clipped
         if average:
@@ -447,6 +461,15 @@ def _optimise(objective: _Objective, x: torch.Tensor, content: torch.Tensor, kee
             image = torch.clamp(average.get(compose()) if average else compose(), low, high)
             report.image(iteration, image[0].cpu().numpy())
     return average.get(compose()) if average else compose()
+
+
+def binomial_blur(image: torch.Tensor) -> torch.Tensor:
+    """Each channel filtered by the 3x3 binomial [1 2 1]x[1 2 1]/16, zero padded: its own adjoint, so
+    the gradient of a loss of ``binomial_blur(d)`` with respect to ``d`` is ``binomial_blur`` of its
+    gradient. It passes nothing at 2 px (0.5 cycles/pixel) and half the amplitude at 4 px."""
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=image.dtype, device=image.device)
+    kernel = (k[:, None] * k[None, :] / 16).expand(image.shape[1], 1, 3, 3)
+    return F.conv2d(image, kernel, padding=1, groups=image.shape[1])
 
 
 def _schedule(shape: tuple[int, int], style_shape: tuple[int, int], params: StyleTransferParams
@@ -460,7 +483,7 @@ def _schedule(shape: tuple[int, int], style_shape: tuple[int, int], params: Styl
         factor = size[0] / shape[0]
         style_size = tuple(min(n, max(16, round(n * factor))) for n in style_shape)
         steps = params.iterations if scale == len(sizes) - 1 else _coarse_iterations(params)
-        if params.fine_size and max(size) > params.fine_size:
+        if params.above_fine_size(size):
             steps = min(steps, params.fine_iterations)
         out.append((size, style_size, steps))
     return out
