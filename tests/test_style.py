@@ -15,7 +15,7 @@ from pst_core.segmentation.masks import resize_masks
 from pst_core.style.mapping import map_regions
 from pst_core.segmentation.cluster_layer import cluster_layers
 from pst_core.segmentation.segment import segment_image
-from pst_core.style.style_transfer import _Objective, _initial, binomial_blur, transfer
+from pst_core.style.style_transfer import _Objective, _initial, _schedule, binomial_blur, transfer
 from pst_core.synthetic import disk_scene, two_texture_style
 from pst_core.features import load_vgg
 
@@ -334,6 +334,15 @@ def test_binomial_blur_is_its_own_adjoint_and_drops_2_px_detail():
     assert float(binomial_blur(checks)[..., 1:-1, 1:-1].abs().max()) < 1e-6
     flat = torch.ones(1, 3, 20, 24)
     assert torch.allclose(binomial_blur(flat)[..., 1:-1, 1:-1], flat[..., 1:-1, 1:-1])
+
+
+def test_only_scales_after_the_first_are_cut_to_fine_iterations():
+    """Coarse to fine, the scales above fine_size refine what the coarser ones drew in a few iterations;
+    a one-scale run (Gatys et al.'s preset) has nothing drawn before it and runs all its iterations."""
+    params = StyleTransferParams(iterations=40, scale_iterations=30, min_size=32, fine_size=64, fine_iterations=3)
+    assert [steps for _, _, steps in _schedule((128, 128), (128, 128), params)] == [30, 30, 3]
+    one_scale = params.model_copy(update={"min_size": 0})
+    assert [steps for _, _, steps in _schedule((128, 128), (128, 128), one_scale)] == [40]
 
 
 def test_fine_scales_take_smooth_updates(vgg):

@@ -258,9 +258,10 @@ class StyleTransferParams(StageParams):
     # and later ones only add grain (blobs-orientation: noise 0.53x at 5, 1.47x at 25; horse001's
     # structure falls from 0.50 to 0.45); at 4096 px each iteration costs minutes
     # (benchmarks/quality.py --trajectory).
-    fine_size: int = Field(256, ge=0, le=65536, description="Scales whose longer side exceeds this run at most "
-                                                             "fine_iterations iterations: structure forms at the "
-                                                             "coarser scales, these add detail (0: no limit)")
+    fine_size: int = Field(256, ge=0, le=65536, description="Scales after the first whose longer side exceeds "
+                                                             "this run at most fine_iterations iterations: structure "
+                                                             "forms at the coarser scales, these add detail (0: no "
+                                                             "limit)")
     fine_iterations: int = Field(5, ge=0, le=100_000, description="Iterations at each scale above fine_size")
     # True (new): at 512 px horse007's noise 1.96x -> 0.55x and blobs-orientation's 0.98x -> 0.17x, structure
     # 0.74 -> 0.74 and 0.73 / 0.81 -> 0.89 / 0.85 (benchmarks/quality.py --sizes 512). Those iterations drew a
@@ -279,7 +280,8 @@ class StyleTransferParams(StageParams):
                                                                        "memory_budget, else the largest tile that fits")
 
     def above_fine_size(self, size: tuple[int, int]) -> bool:
-        """Whether a scale of this (height, width) is above fine_size: few iterations, smooth updates."""
+        """Whether a scale of this (height, width) is above fine_size: after a coarser one, it takes few
+        iterations and smooth updates."""
         return bool(self.fine_size) and max(size) > self.fine_size
 
     @field_validator("content_layers", "style_layers")

@@ -131,7 +131,9 @@ def parts(shapes: Shapes, size: tuple[int, int], style_size: tuple[int, int], fi
     vectors += 2 * history + 2 if params.optimizer == "lbfgs" else 3  # L-BFGS: 2 per step, previous gradient
     # and direction; Adam: its two moments and the average of iterates
     if params.smooth_fine_updates and params.above_fine_size(size):
-        vectors += 2  # the scale's start, beside the smooth correction, and the image composed of them
+        # The scale's start, beside the smooth correction, and the image composed of them (counted for
+        # a one-scale run too, which takes no smooth updates: two image-sized vectors over).
+        vectors += 2
     whole = tile is None
     window = p if whole else min(p, (tile + 2 * halo(layers)) ** 2)
     # Content region masks at each style layer; the whole image's masked statistics also index its

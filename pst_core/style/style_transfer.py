@@ -367,7 +367,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
         # smooth_fine_updates their updates are smooth (see ``_optimise``) and their gradient the plain
         # one: the confined gradient is no function's gradient, and L-BFGS's first steps on it overshoot
         # (the coarser scales' many iterations recover; a handful do not).
-        smooth = params.smooth_fine_updates and params.above_fine_size(size)
+        smooth = params.smooth_fine_updates and scale > 0 and params.above_fine_size(size)
         with heap.reuse_freed_memory(plan.reuse_heap):  # where the plan has room: no page faults
             objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale,
                                    confine=params.confine_regions and not smooth)
@@ -475,15 +475,15 @@ def binomial_blur(image: torch.Tensor) -> torch.Tensor:
 def _schedule(shape: tuple[int, int], style_shape: tuple[int, int], params: StyleTransferParams
               ) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
     """(content size, style size, iterations) per scale, coarse to fine. The style image is scaled
-    alike (at least 16 px, at most its own size); scales above ``fine_size`` run at most
-    ``fine_iterations``."""
+    alike (at least 16 px, at most its own size); scales above ``fine_size`` after the first run at
+    most ``fine_iterations`` (a one-scale run, as Gatys et al.'s preset, runs all its iterations)."""
     sizes = _scale_sizes(shape, params.min_size)
     out = []
     for scale, size in enumerate(sizes):
         factor = size[0] / shape[0]
         style_size = tuple(min(n, max(16, round(n * factor))) for n in style_shape)
         steps = params.iterations if scale == len(sizes) - 1 else _coarse_iterations(params)
-        if params.above_fine_size(size):
+        if scale > 0 and params.above_fine_size(size):  # a first scale has nothing drawn to refine
             steps = min(steps, params.fine_iterations)
         out.append((size, style_size, steps))
     return out
