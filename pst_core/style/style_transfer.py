@@ -367,7 +367,7 @@ def transfer(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, 
         # smooth_fine_updates their updates are smooth (see ``_optimise``) and their gradient the plain
         # one: the confined gradient is no function's gradient, and L-BFGS's first steps on it overshoot
         # (the coarser scales' many iterations recover; a handful do not).
-        smooth = params.smooth_fine_updates and scale > 0 and params.above_fine_size(size)
+        smooth = params.smooth_fine_updates and _refines(params, scale, size)
         with heap.reuse_freed_memory(plan.reuse_heap):  # where the plan has room: no page faults
             objective = _Objective(vgg, c, s, cm, sm, mapping, params, tile=plan.tile, seed=params.seed + scale,
                                    confine=params.confine_regions and not smooth)
@@ -483,10 +483,16 @@ def _schedule(shape: tuple[int, int], style_shape: tuple[int, int], params: Styl
         factor = size[0] / shape[0]
         style_size = tuple(min(n, max(16, round(n * factor))) for n in style_shape)
         steps = params.iterations if scale == len(sizes) - 1 else _coarse_iterations(params)
-        if scale > 0 and params.above_fine_size(size):  # a first scale has nothing drawn to refine
+        if _refines(params, scale, size):
             steps = min(steps, params.fine_iterations)
         out.append((size, style_size, steps))
     return out
+
+
+def _refines(params: StyleTransferParams, scale: int, size: tuple[int, int]) -> bool:
+    """Whether a scale only refines what the coarser ones drew: above fine_size, after the first scale
+    (a first scale has nothing drawn to refine)."""
+    return scale > 0 and params.above_fine_size(size)
 
 
 def plan_transfer(shape, style_shape, content_regions: int, style_regions: int, params: StyleTransferParams,
