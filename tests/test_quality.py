@@ -40,6 +40,21 @@ def test_structure_score_recognises_the_mapped_texture(pair):
     assert max(wrong.values()) < 0, wrong  # swapped textures score below zero
 
 
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0][0]}-{p[1][0]}")
+def test_structure_score_ignores_a_regions_outline(pair):
+    """A bright disk on a dark ground scores as the same textures in equal greys: the step between the
+    regions' brightness is the content's palette, not texture (a low-frequency filter is wider than a
+    thin region and would measure that step). Flat colours, however bright, have no structure."""
+    style, style_masks, masks, _, rng = _case(pair)
+    labels, textures, mapping = masks.argmax(0), _textures(pair, rng), {0: 0, 1: 1}
+    even = synthetic.mosaic(labels, textures, [(0.5,) * 3] * 2)
+    bright = synthetic.mosaic(labels, textures, [(0.85,) * 3, (0.15,) * 3])
+    flat = synthetic.mosaic(labels, [np.zeros((SIZE, SIZE))] * 2, [(0.85,) * 3, (0.15,) * 3], contrast=0.0)
+    scores = [quality.structure_scores(image, masks, style, style_masks, mapping) for image in (even, bright, flat)]
+    assert all(abs(scores[0][r] - scores[1][r]) < 0.1 for r in mapping), scores
+    assert max(abs(v) for v in scores[2].values()) < 0.05, scores
+
+
 @pytest.mark.parametrize("pair", PAIRS[:2], ids=lambda p: f"{p[0][0]}-{p[1][0]}")
 def test_structure_score_is_near_zero_without_the_structure(pair):
     style, style_masks, masks, painted, rng = _case(pair)

@@ -6,8 +6,9 @@ optimiser found, noise included. These measures look at the pixels instead:
 - **structure**: does each content region carry the spatial frequencies and orientations of the style
   region it was mapped to, and not those of the other style regions? Energies come from a bank of
   Gabor filters (constant relative bandwidth, so a natural 1/f image has about equal energy in every
-  band) applied to the luminance; a region's spectrum is its mean energy per (frequency, orientation)
-  bin, away from its border. The *peaks* of style region s are the bins where s's share of energy
+  band) applied to the luminance, less each region's mean luminance (so the contrast of a region's
+  outline against its neighbour is not counted as texture); a region's spectrum is its mean energy
+  per (frequency, orientation) bin, away from its border. The *peaks* of style region s are the bins where s's share of energy
   most exceeds the other style regions'. Spectra are whitened (each bin relative to the mean energy of
   its neighbouring frequencies over all orientations), so noise or a smooth gradient is flat (1) and a
   fainter copy of a texture has the same whitened spectrum. For an image region X mapped to s,
@@ -37,6 +38,7 @@ import torch
 from pst_core.color.spaces import luminance, srgb_to_lab
 
 NOISE_CUTOFF = 0.35  # cycles per pixel
+QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # of a luminance stored in 8 bits
 _ORIENTATIONS = 8
 
 
@@ -67,10 +69,10 @@ def region_spectra(image: np.ndarray, masks, frequencies: np.ndarray) -> np.ndar
 
     One filter's energy map at a time, in single precision: at 2048 px the whole bank's maps would be
     2 GiB and the double-precision transforms twice as slow."""
-    lum = luminance(image) if image.ndim == 3 else np.asarray(image, np.float64)
+    lum = _without_region_means(luminance(image) if image.ndim == 3 else np.asarray(image, np.float64), masks)
     h, w = lum.shape
     pad = min(h, w) // 4  # mirrored padding: no wrap-around edges from the FFT
-    spectrum = np.fft.fft2(np.pad(lum - lum.mean(), pad, mode="reflect").astype(np.float32))
+    spectrum = np.fft.fft2(np.pad(lum, pad, mode="reflect").astype(np.float32))
     fy = np.fft.fftfreq(spectrum.shape[0]).astype(np.float32)[:, None]
     fx = np.fft.fftfreq(spectrum.shape[1]).astype(np.float32)[None, :]
     orientations = np.arange(_ORIENTATIONS) * np.pi / _ORIENTATIONS
@@ -79,10 +81,27 @@ def region_spectra(image: np.ndarray, masks, frequencies: np.ndarray) -> np.ndar
         weights = np.stack([_interior(m, border_distance(f)) for m in masks]).reshape(len(masks), -1)
         weights /= weights.sum(1, keepdims=True)
         for j, theta in enumerate(orientations):
-            filtered = np.fft.ifft2(spectrum * _gabor(fx, fy, f, theta))[pad:pad + h, pad:pad + w]
+            gabor = _gabor(fx, fy, f, theta)
+            filtered = np.fft.ifft2(spectrum * gabor)[pad:pad + h, pad:pad + w]
             energy = filtered.real ** 2 + filtered.imag ** 2
-            out[:, i, j] = weights @ energy.ravel()
+            # What an 8-bit image's rounding alone gives (white noise through this filter): a region
+            # without any texture (a flat colour, once its mean is taken off) is then flat, not rounding noise.
+            out[:, i, j] = weights @ energy.ravel() + QUANTISATION_VARIANCE * float(np.mean(gabor ** 2))
     return out.reshape(len(masks), -1)
+
+
+def _without_region_means(lum: np.ndarray, masks) -> np.ndarray:
+    """The luminance less each region's own (weighted) mean, the pixels no mask covers counting as one
+    more region. A low-frequency filter is wider than a thin region (a 64 px period spans the swimmer's
+    whole body at 256 px): without this it measures the step between a bright region and a dark
+    neighbour (the content's palette, which the transfer keeps) rather than the region's texture."""
+    weights = [np.clip(np.asarray(m, np.float64), 0, 1) for m in masks]
+    weights.append(np.clip(1 - sum(weights), 0, 1))
+    out = np.asarray(lum, np.float64).copy()
+    for m in weights:
+        if m.sum() > 1e-9:
+            out -= m * float((m * lum).sum() / m.sum())
+    return out
 
 
 def _interior(mask: np.ndarray, radius: float) -> np.ndarray:
