@@ -8,8 +8,8 @@ optimiser found, noise included. These measures look at the pixels instead:
   Gabor filters (constant relative bandwidth, so a natural 1/f image has about equal energy in every
   band) applied to the luminance, less each region's mean luminance (so the contrast of a region's
   outline against its neighbour is not counted as texture); a region's spectrum is its mean energy
-  per (frequency, orientation) bin, away from its border. The *peaks* of style region s are the bins where s's share of energy
-  most exceeds the other style regions'. Spectra are whitened (each bin relative to the mean energy of
+  per (frequency, orientation) bin, away from its border. The *peaks* of style region s are the bins
+  where s's share of energy most exceeds the other style regions'. Spectra are whitened (each bin relative to the mean energy of
   its neighbouring frequencies over all orientations), so noise or a smooth gradient is flat (1) and a
   fainter copy of a texture has the same whitened spectrum. For an image region X mapped to s,
 
