@@ -11,7 +11,8 @@ optimiser found, noise included. These measures look at the pixels instead:
   per (frequency, orientation) bin, away from its border. The *peaks* of style region s are the bins
   where s's share of energy most exceeds the other style regions'. Spectra are whitened (each bin
   relative to the mean energy of its neighbouring frequencies over all orientations), so noise or a
-  smooth gradient is flat (1) and a fainter copy of a texture has the same whitened spectrum. For an image region X mapped to s,
+  smooth gradient is flat (1) and a fainter copy of a texture has the same whitened spectrum. For an
+  image region X mapped to s,
 
       presence_s(X)    = (mean W_X(P_s) - 1) / (mean W_s(P_s) - 1)    (1: all of s's peaks, 0: none)
       selectivity(X)   = presence_s(X) - mean over other style regions o of presence_o(X)
